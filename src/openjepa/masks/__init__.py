@@ -1,0 +1,11 @@
+"""Masks: the multi-block collator (reference-faithful, vectorised), random masking, index ops."""
+
+from .multiblock import (BlockSampler, MaskSamplingError, MaskSettingsError, MultiBlockMaskCollator,
+                         derive_seed)
+from .ops import apply_masks, repeat_interleave_batch
+from .random import RandomMaskCollator
+
+__all__ = [
+    "MultiBlockMaskCollator", "RandomMaskCollator", "BlockSampler", "MaskSettingsError",
+    "MaskSamplingError", "derive_seed", "apply_masks", "repeat_interleave_batch",
+]

@@ -1,0 +1,104 @@
+"""The three I-JEPA networks together: context encoder, predictor and EMA target encoder."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..masks.ops import apply_masks, repeat_interleave_batch
+from .registry import create_encoder, create_predictor
+from .vision_transformer import VisionTransformer, VisionTransformerPredictor
+
+TARGET_TYPES = ("representation", "pixels")
+TARGET_FROM = ("output", "input")
+LOSSES = ("smooth_l1", "mse")
+
+
+def patchify(imgs: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, patch_size**2 * C), row-major patches (the pixel-target ablation)."""
+    b, c, h, w = imgs.shape
+    p = patch_size
+    x = imgs.reshape(b, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def ijepa_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
+    """Smooth-L1 (beta 1, what the reference trains with) or MSE (what the paper writes), element mean."""
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(predictions, targets)
+    if kind == "mse":
+        return F.mse_loss(predictions, targets)
+    raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+
+
+class IJEPA(nn.Module):
+    """Context encoder + predictor (trained) and target encoder (EMA of the context encoder, frozen)."""
+
+    def __init__(self, encoder: VisionTransformer, predictor: VisionTransformerPredictor,
+                 target_encoder: VisionTransformer | None = None, target_type: str = "representation",
+                 target_from: str = "output", loss: str = "smooth_l1") -> None:
+        super().__init__()
+        if target_type not in TARGET_TYPES:
+            raise ValueError(f"target_type must be one of {TARGET_TYPES}, got {target_type!r}")
+        if target_from not in TARGET_FROM:
+            raise ValueError(f"target_from must be one of {TARGET_FROM}, got {target_from!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.encoder = encoder
+        self.predictor = predictor
+        # Made before any DDP wrapping, as in the reference: both encoders start identical.
+        self.target_encoder = target_encoder if target_encoder is not None else copy.deepcopy(encoder)
+        for p in self.target_encoder.parameters():
+            p.requires_grad_(False)
+        self.target_type = target_type
+        self.target_from = target_from
+        self.loss_type = loss
+
+    @classmethod
+    def build(cls, model_name: str, patch_size: int, img_size: int, pred_depth: int = 12,
+              pred_emb_dim: int = 384, predictor_heads: int | None = None, init: str = "reference",
+              drop_path_rate: float = 0.0, target_type: str = "representation",
+              target_from: str = "output", loss: str = "smooth_l1", **encoder_kwargs) -> "IJEPA":
+        """Build the three networks from a preset name, as the reference's `init_model` does."""
+        encoder = create_encoder(model_name, patch_size=patch_size, img_size=img_size, init=init,
+                                 drop_path_rate=drop_path_rate, **encoder_kwargs)
+        out_dim = patch_size * patch_size * 3 if target_type == "pixels" else None
+        predictor = create_predictor(encoder, predictor_embed_dim=pred_emb_dim, depth=pred_depth,
+                                     num_heads=predictor_heads, init=init, out_dim=out_dim)
+        return cls(encoder, predictor, target_type=target_type, target_from=target_from, loss=loss)
+
+    @torch.no_grad()
+    def targets(self, imgs: torch.Tensor, masks_enc: list[torch.Tensor],
+                masks_pred: list[torch.Tensor]) -> torch.Tensor:
+        """Targets (npred * nenc * B, Kp, D): layer-normed target-encoder features at the target blocks."""
+        batch = len(imgs)
+        if self.target_type == "pixels":
+            h = patchify(imgs, self.encoder.patch_size)
+            # Per-patch normalised pixels, as in MAE's best pixel-target setting.
+            h = F.layer_norm(h, (h.size(-1),))
+            h = apply_masks(h, masks_pred)
+        elif self.target_from == "input":
+            # Ablation (paper Table 11): the target encoder sees only each target block.
+            h = self.target_encoder(imgs, masks_pred)
+            h = F.layer_norm(h, (h.size(-1),))
+        else:
+            h = self.target_encoder(imgs)  # (B, N, D), includes the encoder's own final LayerNorm
+            h = F.layer_norm(h, (h.size(-1),))  # the reference's second, parameter-free norm
+            h = apply_masks(h, masks_pred)  # (npred * B, Kp, D)
+        return repeat_interleave_batch(h, batch, repeat=len(masks_enc))
+
+    def predict(self, imgs: torch.Tensor, masks_enc: list[torch.Tensor],
+                masks_pred: list[torch.Tensor]) -> torch.Tensor:
+        """Predictions (npred * nenc * B, Kp, D) from the context blocks."""
+        z = self.encoder(imgs, masks_enc)  # (nenc * B, Kc, D)
+        return self.predictor(z, masks_enc, masks_pred)
+
+    def forward(self, imgs: torch.Tensor, masks_enc: list[torch.Tensor],
+                masks_pred: list[torch.Tensor]) -> torch.Tensor:
+        """The I-JEPA loss for one batch."""
+        targets = self.targets(imgs, masks_enc, masks_pred)
+        predictions = self.predict(imgs, masks_enc, masks_pred)
+        return ijepa_loss(predictions, targets.to(predictions.dtype), self.loss_type)

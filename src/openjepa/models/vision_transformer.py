@@ -1,0 +1,235 @@
+"""I-JEPA Vision Transformer encoder and predictor, state-dict compatible with the reference.
+
+Both are built from timm's `PatchEmbed` and `Block`, whose parameter names (`patch_embed.proj`,
+`blocks.N.norm1`, `attn.qkv`, `attn.proj`, `mlp.fc1`, `mlp.fc2`, ...) are the reference's, so a
+reference checkpoint loads with `strict=True` once its DDP `module.` prefix is removed.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+
+from ..masks.ops import apply_masks, repeat_interleave_batch
+from .pos_embed import resize_pos_embed, sincos_2d
+
+LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
+INIT_MODES = ("reference", "depth_scaled")
+
+
+def _to_2tuple(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) == 1:  # the reference passes img_size=[224]
+        return (size[0], size[0])
+    if len(size) != 2:
+        raise ValueError(f"image size must be an int or (height, width), got {size}")
+    return size  # type: ignore[return-value]
+
+
+def _make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
+                 drop_rate: float, attn_drop_rate: float, drop_path_rate: float,
+                 norm_layer: Callable[..., nn.Module]) -> nn.ModuleList:
+    dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]  # stochastic depth decay rule
+    return nn.ModuleList(
+        Block(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+              proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=norm_layer)
+        for i in range(depth)
+    )
+
+
+def _init_module(m: nn.Module, std: float) -> None:
+    # Bounds are absolute +-2 as in the reference, so they never bind at std 0.02.
+    if isinstance(m, (nn.Linear, nn.Conv2d)):
+        nn.init.trunc_normal_(m.weight, std=std, a=-2.0, b=2.0)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def _init_weights(model: nn.Module, blocks: nn.ModuleList, std: float, mode: str) -> None:
+    """Initialise like the reference trains (`reference`), or with its depth rescale kept."""
+    if mode not in INIT_MODES:
+        raise ValueError(f"init must be one of {INIT_MODES}, got {mode!r}")
+    model.apply(partial(_init_module, std=std))
+    if mode == "depth_scaled":
+        # The reference model divides these by sqrt(2 * layer) but its training helper then
+        # re-initialises every Linear, undoing it; "reference" therefore skips this step.
+        for layer_id, blk in enumerate(blocks, start=1):
+            blk.attn.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
+            blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer_id))
+
+
+def set_fused_attn(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switch every attention layer between SDPA (fused) and the explicit softmax(QK^T)V path."""
+    for m in model.modules():
+        if hasattr(m, "fused_attn") and hasattr(m, "qkv"):
+            m.fused_attn = enabled
+    return model
+
+
+class VisionTransformer(nn.Module):
+    """I-JEPA encoder: patch tokens only (no class token), fixed 2-D sin-cos positions, final LayerNorm."""
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        norm_layer: Callable[..., nn.Module] = LayerNorm6,
+        init_std: float = 0.02,
+        init: str = "reference",
+        pos_embed_resize: str = "sincos",
+    ) -> None:
+        super().__init__()
+        self.img_size = _to_2tuple(img_size)
+        self.patch_size = patch_size
+        for s in self.img_size:
+            if s % patch_size:
+                raise ValueError(
+                    f"image size {self.img_size} is not divisible by patch size {patch_size}; "
+                    f"use an image side that is a multiple of {patch_size}")
+        self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.embed_dim = self.num_features = embed_dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.pos_embed_resize = pos_embed_resize
+
+        self.patch_embed = PatchEmbed(img_size=self.img_size, patch_size=patch_size, in_chans=in_chans,
+                                      embed_dim=embed_dim, strict_img_size=False)
+        # A frozen Parameter (not a buffer), as in the reference: same state-dict key and the same
+        # optimizer parameter order, so reference optimizer states line up.
+        self.pos_embed = nn.Parameter(sincos_2d(embed_dim, self.grid_size)[None], requires_grad=False)
+        self.blocks = _make_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_rate,
+                                   attn_drop_rate, drop_path_rate, norm_layer)
+        self.norm = norm_layer(embed_dim)
+        self.init_std = init_std
+        _init_weights(self, self.blocks, init_std, init)
+
+    def _pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
+        if grid == self.grid_size:
+            return self.pos_embed
+        return resize_pos_embed(self.pos_embed, grid, self.pos_embed_resize)
+
+    def prepare_tokens(self, x: torch.Tensor, masks: torch.Tensor | list[torch.Tensor] | None = None
+                       ) -> torch.Tensor:
+        """Patchify, add positions, keep the masked-in tokens: (B,C,H,W) -> (len(masks)*B, K, D)."""
+        h, w = x.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"input {h}x{w} is not divisible by patch size {self.patch_size}; "
+                             f"resize or crop to a multiple of {self.patch_size}")
+        x = self.patch_embed(x)  # (B, N, D)
+        x = x + self._pos_embed_for((h // self.patch_size, w // self.patch_size))
+        if masks is not None:
+            x = apply_masks(x, masks)
+        return x
+
+    def forward(self, x: torch.Tensor, masks: torch.Tensor | list[torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """Encode images, optionally only the patches listed in `masks`; returns normed tokens."""
+        x = self.prepare_tokens(x, masks)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+    def get_intermediate_layers(self, x: torch.Tensor, n: int = 1, norm: bool = True
+                                ) -> list[torch.Tensor]:
+        """Outputs of the last `n` blocks, each (B, N, D), passed through the final norm if `norm`."""
+        x = self.prepare_tokens(x)
+        outs = []
+        first = len(self.blocks) - n
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if i >= first:
+                outs.append(self.norm(x) if norm else x)
+        return outs
+
+
+class VisionTransformerPredictor(nn.Module):
+    """I-JEPA predictor: a narrow ViT over [context tokens ; mask tokens of one target block]."""
+
+    def __init__(
+        self,
+        num_patches: int,
+        embed_dim: int = 768,
+        predictor_embed_dim: int = 384,
+        depth: int = 6,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        norm_layer: Callable[..., nn.Module] = LayerNorm6,
+        init_std: float = 0.02,
+        init: str = "reference",
+        grid_size: tuple[int, int] | None = None,
+        out_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if grid_size is None:
+            g = int(round(num_patches**0.5))
+            if g * g != num_patches:
+                raise ValueError(f"num_patches={num_patches} is not square; pass grid_size=(h, w)")
+            grid_size = (g, g)
+        self.grid_size = tuple(grid_size)
+        self.num_patches = num_patches
+        self.embed_dim = embed_dim
+        self.predictor_embed_dim = predictor_embed_dim
+        self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim, bias=True)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, predictor_embed_dim))
+        self.predictor_pos_embed = nn.Parameter(
+            sincos_2d(predictor_embed_dim, self.grid_size)[None], requires_grad=False)
+        self.predictor_blocks = _make_blocks(predictor_embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
+                                             drop_rate, attn_drop_rate, drop_path_rate, norm_layer)
+        self.predictor_norm = norm_layer(predictor_embed_dim)
+        # out_dim != embed_dim serves the pixel-target ablation (predict patch pixels).
+        self.predictor_proj = nn.Linear(predictor_embed_dim, out_dim or embed_dim, bias=True)
+        self.init_std = init_std
+        _init_weights(self, self.predictor_blocks, init_std, init)
+        nn.init.trunc_normal_(self.mask_token, std=init_std, a=-2.0, b=2.0)
+
+    def forward(self, x: torch.Tensor, masks_x: torch.Tensor | list[torch.Tensor],
+                masks: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Predict target tokens: x (nenc*B, Kc, D) -> (npred*nenc*B, Kp, D), reference row order."""
+        if isinstance(masks_x, torch.Tensor):
+            masks_x = [masks_x]
+        if isinstance(masks, torch.Tensor):
+            masks = [masks]
+        batch = len(x) // len(masks_x)
+
+        x = self.predictor_embed(x)  # (nenc*B, Kc, P)
+        pos = self.predictor_pos_embed.expand(batch, -1, -1)
+        x = x + apply_masks(pos, masks_x)
+        n_ctx = x.shape[1]
+
+        # One learned mask token per target position, told where it is by its position embedding.
+        target_pos = apply_masks(pos, masks)  # (npred*B, Kp, P)
+        target_pos = repeat_interleave_batch(target_pos, batch, repeat=len(masks_x))
+        pred_tokens = self.mask_token + target_pos  # (npred*nenc*B, Kp, P)
+
+        # Each target block is its own row: targets attend to the context, never to other blocks.
+        x = x.repeat(len(masks), 1, 1)
+        x = torch.cat([x, pred_tokens], dim=1)
+        for blk in self.predictor_blocks:
+            x = blk(x)
+        x = self.predictor_norm(x)
+        return self.predictor_proj(x[:, n_ctx:])

@@ -1,0 +1,74 @@
+"""One I-JEPA training step as a plain function: loss, backward, AdamW, EMA."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..models.ijepa import IJEPA
+from .ema import ema_update_
+from .optim import set_lr_wd
+
+
+def unwrap(model: nn.Module) -> IJEPA:
+    """The IJEPA module inside a DDP / compile wrapper."""
+    while not isinstance(model, IJEPA):
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    return model
+
+
+def autocast_context(device: torch.device | str, dtype: torch.dtype | None):
+    """bf16/fp16 autocast on the given device, or a no-op when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+@dataclass
+class StepResult:
+    """What one step reports; tensors stay on the device so the step never syncs with the host."""
+
+    loss: torch.Tensor
+    grad_norm: torch.Tensor | None
+    finite: torch.Tensor
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+               micro_batches: list[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]],
+               lr: float, wd: float, momentum: float, *, amp_dtype: torch.dtype | None = None,
+               grad_clip: float | None = None, skip_nonfinite: bool = False) -> StepResult:
+    """Accumulate gradients over micro-batches (imgs, masks_enc, masks_pred), step AdamW, update EMA.
+
+    With one micro-batch and no clipping this is exactly the reference's step (fp32 on CPU).
+    With `skip_nonfinite`, a step whose loss or gradients are not finite changes nothing.
+    """
+    set_lr_wd(optimizer, lr, wd)
+    device = micro_batches[0][0].device
+    total = torch.zeros((), device=device)
+    for imgs, masks_enc, masks_pred in micro_batches:
+        with autocast_context(device, amp_dtype):
+            loss = model(imgs, masks_enc, masks_pred)
+        (loss / len(micro_batches)).backward()
+        total += loss.detach().float()
+    total /= len(micro_batches)
+
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    grad_norm = None
+    if grad_clip is not None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    finite = torch.isfinite(total)
+    if skip_nonfinite:
+        if grad_norm is None:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        finite = finite & torch.isfinite(grad_norm)
+        if not bool(finite):  # the one host sync, only on the opt-in skipping path
+            optimizer.zero_grad(set_to_none=True)
+            return StepResult(total, grad_norm, finite)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    ijepa = unwrap(model)
+    ema_update_(ijepa.target_encoder, ijepa.encoder, momentum)
+    return StepResult(total, grad_norm, finite)

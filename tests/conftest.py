@@ -1,0 +1,38 @@
+"""Shared fixtures: the reference's golden vectors (skipped cleanly where ../shared/golden is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = Path(os.environ.get("OPENJEPA_GOLDEN", REPO.parent / "shared" / "golden"))
+DATA_DIR = Path(os.environ.get("OPENJEPA_DATA", REPO.parent / "shared" / "data"))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"golden file {path} not found: these tests need the reference's golden vectors "
+                    f"in ../shared/golden (or set OPENJEPA_GOLDEN)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_step() -> dict:
+    """official_tiny_step.pt: one complete reference training step on a tiny configuration."""
+    return torch.load(_need(GOLDEN_DIR / "official_tiny_step.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def golden_stats() -> dict:
+    """official_reference_stats.json: parameter counts and mask statistics of the reference."""
+    return json.loads(_need(GOLDEN_DIR / "official_reference_stats.json").read_text())
+
+
+def strip_module(state_dict: dict) -> dict:
+    """Drop the DDP `module.` prefix of reference checkpoints."""
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}

@@ -71,6 +71,7 @@ class MetaConfig:
     init: str = "reference"  # reference (plain trunc-normal) | depth_scaled
     predictor_heads: Optional[int] = None  # None: the encoder's number of heads
     compile: bool = False
+    depth: Optional[int] = None  # None: the preset's depth; small-scale recipes use shallower encoders
 
 
 @dataclass
@@ -392,7 +393,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
 # key: (bound, strict) -- the value must be >= bound (> bound when strict); None values are skipped.
 _LOWER_BOUNDS = {
     "meta.pred_depth": (1, False), "meta.pred_emb_dim": (1, False),
-    "meta.predictor_heads": (1, False), "data.crop_size": (1, False),
+    "meta.predictor_heads": (1, False), "meta.depth": (1, False), "data.crop_size": (1, False),
     "data.batch_size": (1, False), "data.num_workers": (0, False),
     "data.color_jitter_strength": (0, False), "mask.patch_size": (1, False),
     "mask.num_enc_masks": (1, False), "mask.num_pred_masks": (1, False),

@@ -70,6 +70,32 @@ class IJEPA(nn.Module):
                                      num_heads=predictor_heads, init=init, out_dim=out_dim)
         return cls(encoder, predictor, target_type=target_type, target_from=target_from, loss=loss)
 
+    def arch(self) -> dict:
+        """Plain-dict description of the architecture, stored in checkpoints to rebuild it exactly."""
+        enc, pred = self.encoder, self.predictor
+        blk = enc.blocks[0]
+        return {
+            "patch_size": enc.patch_size, "img_size": list(enc.img_size), "embed_dim": enc.embed_dim,
+            "depth": enc.depth, "num_heads": enc.num_heads,
+            "mlp_ratio": blk.mlp.fc1.out_features / enc.embed_dim,
+            "pred_depth": len(pred.predictor_blocks), "pred_emb_dim": pred.predictor_embed_dim,
+            "predictor_heads": pred.predictor_blocks[0].attn.num_heads,
+            "target_type": self.target_type, "target_from": self.target_from, "loss": self.loss_type,
+        }
+
+    @classmethod
+    def from_arch(cls, arch: dict) -> "IJEPA":
+        """Rebuild the networks (random weights) from `arch()`'s description."""
+        encoder = VisionTransformer(img_size=arch["img_size"], patch_size=arch["patch_size"],
+                                    embed_dim=arch["embed_dim"], depth=arch["depth"],
+                                    num_heads=arch["num_heads"], mlp_ratio=arch["mlp_ratio"])
+        out_dim = arch["patch_size"] ** 2 * 3 if arch.get("target_type") == "pixels" else None
+        predictor = create_predictor(encoder, predictor_embed_dim=arch["pred_emb_dim"],
+                                     depth=arch["pred_depth"], num_heads=arch["predictor_heads"],
+                                     out_dim=out_dim)
+        return cls(encoder, predictor, target_type=arch.get("target_type", "representation"),
+                   target_from=arch.get("target_from", "output"), loss=arch.get("loss", "smooth_l1"))
+
     @torch.no_grad()
     def targets(self, imgs: torch.Tensor, masks_enc: list[torch.Tensor],
                 masks_pred: list[torch.Tensor]) -> torch.Tensor:

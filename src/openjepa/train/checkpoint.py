@@ -1,0 +1,184 @@
+"""Checkpoints: self-describing, written atomically, verified by checksum, loaded without unpickling code.
+
+A run folder keeps `ckpt-step00001234.pt` files (the last K) and, beside each, a small JSON sidecar
+with its SHA-256, size and step. Loading verifies the checksum; `find_resumable` walks back from the
+newest checkpoint to the newest one that verifies, saying why it skipped any, and never silently
+starts a fresh run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger("openjepa.checkpoint")
+FORMAT = "openjepa"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt-step(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (corrupt, unsafe, or of another architecture)."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_save(obj: Any, path: str | Path) -> str:
+    """torch.save to a temporary file in the same folder, fsync, then rename; returns the SHA-256.
+
+    A crash at any point leaves either the old file or the new one, never a torn file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return digest
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary code."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {path}: it needs arbitrary unpickling (code execution), which openjepa "
+            f"never does. If you trust the file, re-save its tensors as plain state dicts or "
+            f"safetensors. Details: {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0]}); "
+                              f"use an earlier checkpoint") from e
+
+
+def checkpoint_path(folder: str | Path, step: int) -> Path:
+    """Where the checkpoint of a given step lives in a run folder."""
+    return Path(folder) / f"ckpt-step{step:08d}.pt"
+
+
+def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints in a run folder, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(state: dict, folder: str | Path, step: int, keep_last: int = 3,
+                    min_free_bytes: int | None = None) -> Path:
+    """Write a run checkpoint atomically with its checksum sidecar, then prune to the last `keep_last`."""
+    folder = Path(folder)
+    path = checkpoint_path(folder, step)
+    if min_free_bytes is not None:
+        check_free_space(folder, min_free_bytes)
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    digest = atomic_save(state, path)
+    meta = {"file": path.name, "sha256": digest, "bytes": path.stat().st_size, "step": step}
+    _atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    for _, old in list_checkpoints(folder)[:-keep_last]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
+    return path
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Raise CheckpointError if the file's checksum differs from its sidecar (or the file is missing)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists():
+        meta = json.loads(sidecar.read_text())
+        if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
+            raise CheckpointError(f"checkpoint {path} does not match its checksum (truncated or "
+                                  f"corrupted on disk)")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Verify and safely load one openjepa checkpoint."""
+    verify_checkpoint(path)
+    state = safe_load(path, map_location)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an openjepa checkpoint (for a reference .pth.tar use "
+                              f"openjepa.interop or `openjepa convert --from reference`)")
+    return state
+
+
+def find_resumable(folder: str | Path, map_location: str | torch.device = "cpu"
+                   ) -> tuple[Path, dict] | None:
+    """Newest checkpoint in `folder` that verifies and loads; None if the folder has none at all.
+
+    Corrupt ones are skipped with a warning naming them; if every one is corrupt, raise rather
+    than let a run silently restart from step 0.
+    """
+    found = list_checkpoints(folder)
+    if not found:
+        return None
+    problems = []
+    for step, path in reversed(found):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as e:
+            logger.warning("skipping checkpoint %s: %s; falling back to the previous one", path.name, e)
+            problems.append(str(e))
+    raise CheckpointError(f"no usable checkpoint in {folder}: " + " | ".join(problems))
+
+
+def check_free_space(folder: str | Path, needed_bytes: int) -> None:
+    """Raise OSError naming the folder if it cannot hold `needed_bytes` more (or is not writable)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise OSError(f"output folder {folder} is not writable; choose another logging.folder")
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OSError(f"only {free / 2**20:.0f} MiB free in {folder}, a checkpoint needs about "
+                      f"{needed_bytes / 2**20:.0f} MiB; free some space or choose another logging.folder")

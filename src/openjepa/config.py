@@ -493,3 +493,16 @@ def validate(cfg: Config) -> Config:
     _check_generic(cfg)
     _check_coupled(cfg)
     return cfg
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe file: an existing path, or the name of one shipped in configs/ (e.g. 'demo')."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    shipped = Path(__file__).resolve().parent / "configs"
+    for candidate in (shipped / f"{p.name}", shipped / f"{p.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = sorted(q.stem for q in shipped.glob("*.yaml")) if shipped.is_dir() else []
+    raise FileNotFoundError(f"config {name_or_path!r} not found; give a YAML path or one of: {', '.join(names)}")

@@ -21,14 +21,15 @@ from ..data.seeded import SeededTransformDataset
 from ..distributed import DistEnv, all_reduce_mean, barrier, init_distributed
 from ..masks import MultiBlockMaskCollator, RandomMaskCollator
 from ..models.ijepa import IJEPA
-from .checkpoint import (atomic_save, check_free_space, find_resumable, list_checkpoints,
-                         save_checkpoint)
+from .checkpoint import (CheckpointError, CheckpointWriteError, atomic_save, check_free_space, find_resumable,
+                         list_checkpoints, remove_partial_writes, save_checkpoint)
 from .monitor import RunLogger, collapse_stats, collapse_warning
 from .optim import make_optimizer
 from .schedules import Schedule
 from .step import train_step, unwrap
 
 logger = logging.getLogger("openjepa.train")
+MAX_CONSECUTIVE_SKIPS = 50  # on_nonfinite=skip stops the run after this many non-finite steps in a row
 
 
 class RunExistsError(FileExistsError):
@@ -50,6 +51,8 @@ class FitResult:
     checkpoint: Path | None
     seconds: float
     stop_reason: str
+    skipped_steps: int = 0  # steps skipped for a non-finite loss (optimization.on_nonfinite=skip)
+    skipped_images: int = 0  # unreadable image files skipped (counted in this process; workers log theirs)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -152,7 +155,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, env: DistEn
     found = find_resumable(folder, map_location=device) if (resume or cfg.meta.load_checkpoint) else None
     if found is not None:
         path, state = found
-        _check_arch(state["arch"], model.arch(), path)
+        _check_arch(state, model, path)
         model.encoder.load_state_dict(state["encoder"])
         model.predictor.load_state_dict(state["predictor"])
         model.target_encoder.load_state_dict(state["target_encoder"])
@@ -169,6 +172,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, env: DistEn
         logger.info("--resume: no checkpoint in %s yet, starting at step 0", folder)
 
     if env.is_main:
+        remove_partial_writes(folder)
         check_free_space(folder, checkpoint_bytes(model))
         save_config(cfg, folder / "params-ijepa.yaml")
     barrier(env)
@@ -177,26 +181,41 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, env: DistEn
     if env.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     run_log = RunLogger(folder, log_cfg.write_tag, env.rank, env.is_main, log_cfg.tensorboard,
-                        resume=found is not None)
+                        resume_step=step if found is not None else None)
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and env.is_main), unit="step",
                dynamic_ncols=True, desc="pretrain")
 
+    def drain() -> list[float]:
+        """Write the buffered log rows (the host sync), then check them: non-finite, skipped, spikes."""
+        losses = run_log.flush()
+        _check_finite(bad_step, last_ckpt)
+        skips.drain(step, last_ckpt)
+        finite = [x for x in losses if math.isfinite(x)]
+        _spikes(losses, recent, step - len(losses) + 1)
+        recent.extend(finite)
+        epoch_losses.extend(finite)
+        return finite
+
     def save(reason: str) -> Path | None:
+        drain()  # never checkpoint a non-finite model, and log every step the checkpoint covers
         if not env.is_main:
             return None
-        _check_finite(bad_step, last_ckpt)
         state = {"config": config_to_dict(cfg), "arch": model.arch(), "encoder": model.encoder.state_dict(),
                  "predictor": model.predictor.state_dict(), "target_encoder": model.target_encoder.state_dict(),
                  "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
                  "batch_in_epoch": batch_in_epoch, "rng": _capture_rng(), "reason": reason,
-                 "loss": recent[-1] if recent else float("nan")}
-        return save_checkpoint(state, folder, step, keep_last=log_cfg.keep_last,
-                               min_free_bytes=checkpoint_bytes(model))
+                 "loss": recent[-1] if recent else float("nan"), "skipped_steps": skips.total}
+        try:
+            return save_checkpoint(state, folder, step, keep_last=log_cfg.keep_last,
+                                   min_free_bytes=checkpoint_bytes(model))
+        except OSError as e:
+            raise _write_failed(e, f"the step {step} checkpoint", last_ckpt) from e
 
     bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, no sync
+    skips = _SkipCounter(opt_cfg.on_nonfinite == "skip", state["skipped_steps"] if found else 0)
     recent: list[float] = []
     epoch_losses: list[float] = []
-    last_ckpt: Path | None = list_checkpoints(folder)[-1][1] if found else None
+    last_ckpt: Path | None = found[0] if found else None  # not the newest file: that one may be corrupt
     stop_reason = "completed"
     t_step = time.perf_counter()
     try:
@@ -220,7 +239,10 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, env: DistEn
                                     grad_clip=opt_cfg.grad_clip, skip_nonfinite=opt_cfg.on_nonfinite == "skip")
                 batch_in_epoch += len(micro)
                 loss = all_reduce_mean(result.loss, env)
-                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
+                if skips.enabled:
+                    skips.record(result.finite)  # a skipped step left the model unchanged
+                else:
+                    bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
                 now = time.perf_counter()
                 imgs_per_s = sum(len(m[0]) for m in micro) * env.world_size / max(now - t_step, 1e-9)
                 run_log.record(step, epoch, batch_in_epoch // opt_cfg.accum_steps - 1, loss, lr, wd, momentum,
@@ -231,13 +253,10 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, env: DistEn
                 micro = []
                 bar.update(1)
                 if step % log_cfg.log_freq == 0 or step == total_steps:
-                    losses = run_log.flush()
-                    _check_finite(bad_step, last_ckpt)
-                    _spikes(losses, recent, step)
-                    recent.extend(losses)
-                    epoch_losses.extend(losses)
-                    bar.set_postfix(loss=f"{statistics.fmean(losses):.4f}", lr=f"{lr:.2e}",
-                                    img_s=f"{imgs_per_s:.0f}")
+                    losses = drain()
+                    if losses:
+                        bar.set_postfix(loss=f"{statistics.fmean(losses):.4f}", lr=f"{lr:.2e}",
+                                        img_s=f"{imgs_per_s:.0f}")
                 if log_cfg.checkpoint_every_steps and step % log_cfg.checkpoint_every_steps == 0:
                     last_ckpt = save("interval") or last_ckpt
                 if opt_cfg.max_minutes is not None and (time.perf_counter() - t0) > 60 * opt_cfg.max_minutes:
@@ -247,11 +266,14 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, env: DistEn
                     break
             if stop_reason != "completed" or batch_in_epoch < ipe * opt_cfg.accum_steps:
                 break  # stopped mid-epoch: the checkpoint below records where
-            recent.extend(run_log.flush())
+            drain()
             epoch, batch_in_epoch = epoch + 1, 0
             last_ckpt = save("epoch") or last_ckpt
             if env.is_main:
-                _write_reference_checkpoint(model, optimizer, cfg, epoch, epoch_losses, env)
+                try:
+                    _write_reference_checkpoint(model, optimizer, cfg, epoch, epoch_losses, env)
+                except OSError as e:
+                    raise _write_failed(e, "the reference-format checkpoint", last_ckpt) from e
             epoch_losses = []
             if on_epoch_end is not None and log_cfg.eval_every_epochs and epoch % log_cfg.eval_every_epochs == 0:
                 if env.is_main:
@@ -259,22 +281,73 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, env: DistEn
                 barrier(env)
         if step >= total_steps and stop_reason == "completed" and step < ipe * opt_cfg.epochs:
             stop_reason = "max_steps"
-        recent.extend(run_log.flush())
-        _check_finite(bad_step, last_ckpt)
+        drain()
         if stop_reason != "completed" or (last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}.pt")):
             last_ckpt = save(stop_reason) or last_ckpt
     finally:
         bar.close()
         run_log.close()
+    skipped_images = getattr(train_set.base, "num_skipped", 0)
+    if skipped_images and env.is_main:
+        logger.warning("%d unreadable image file(s) were skipped (named in the warnings above)", skipped_images)
     return FitResult(folder, step, epoch, recent[-1] if recent else float("nan"), last_ckpt,
-                     time.perf_counter() - t0, stop_reason)
+                     time.perf_counter() - t0, stop_reason, skips.total, skipped_images)
 
 
-def _check_arch(saved: dict, current: dict, path: Path) -> None:
+def _check_arch(state: dict, model: IJEPA, path: Path) -> None:
+    """Refuse to resume a checkpoint of another architecture, listing the differing fields and shapes."""
+    saved, current = state.get("arch", {}), model.arch()
     diffs = [f"{k}: checkpoint {saved.get(k)} vs config {v}" for k, v in current.items() if saved.get(k) != v]
+    for part in ("encoder", "predictor"):
+        mine = getattr(model, part).state_dict()
+        theirs = state.get(part, {})
+        for k in sorted(set(mine) | set(theirs)):
+            a, b = theirs.get(k), mine.get(k)
+            if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+                shape = lambda t: "absent" if t is None else tuple(t.shape)  # noqa: E731
+                diffs.append(f"{part}.{k}: checkpoint {shape(a)} vs config {shape(b)}")
     if diffs:
-        raise ValueError(f"checkpoint {path} is of another architecture ({'; '.join(diffs)}); "
-                         f"resume with the config it was trained with or use a new logging.folder")
+        shown = diffs[:8] + ([f"... {len(diffs) - 8} more"] if len(diffs) > 8 else [])
+        raise CheckpointError(f"checkpoint {path} is of another architecture ({'; '.join(shown)}); "
+                              f"resume with the config it was trained with or use a new logging.folder")
+
+
+def _write_failed(error: OSError, what: str, last_ckpt: Path | None) -> CheckpointWriteError:
+    """The error that stops a run whose checkpoint could not be written, naming the last good one."""
+    where = (f"the last good checkpoint is {last_ckpt} (continue with --resume)" if last_ckpt
+             else "no checkpoint was written yet")
+    return CheckpointWriteError(f"could not write {what} ({error}); the run stopped and {where}. "
+                                f"Free disk space or choose another logging.folder")
+
+
+class _SkipCounter:
+    """Steps skipped by optimization.on_nonfinite=skip: counted, logged at each log flush, and capped."""
+
+    def __init__(self, enabled: bool, total: int = 0) -> None:
+        self.enabled, self.total, self.in_a_row = enabled, total, 0
+        self._finite: list[torch.Tensor] = []  # one device flag per step since the last drain
+
+    def record(self, finite: torch.Tensor) -> None:
+        self._finite.append(finite)
+
+    def drain(self, last_step: int, last_ckpt: Path | None) -> None:
+        if not self._finite:
+            return
+        flags = torch.stack(self._finite).tolist()
+        self._finite = []
+        first = last_step - len(flags) + 1
+        skipped = [first + i for i, ok in enumerate(flags) if not ok]
+        for ok in flags:
+            self.in_a_row = 0 if ok else self.in_a_row + 1
+        if skipped:
+            self.total += len(skipped)
+            logger.warning("skipped step(s) %s: non-finite loss or gradients, parameters left unchanged "
+                           "(%d skipped so far)", ", ".join(map(str, skipped)), self.total)
+        if self.in_a_row >= MAX_CONSECUTIVE_SKIPS:
+            where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"{self.in_a_row} steps in a row up to step {last_step} had a non-finite loss and were "
+                f"skipped; stopped ({where}). Lower optimization.lr or set optimization.grad_clip")
 
 
 def _check_finite(bad_step: torch.Tensor, last_ckpt: Path | None) -> None:
@@ -286,13 +359,16 @@ def _check_finite(bad_step: torch.Tensor, last_ckpt: Path | None) -> None:
             f"optimization.grad_clip, or set optimization.on_nonfinite=skip to skip such steps")
 
 
-def _spikes(losses: list[float], history: list[float], step: int) -> None:
-    if len(history) < 20 or not losses:
+def _spikes(losses: list[float], history: list[float], first_step: int) -> None:
+    """Warn when a loss exceeds 3x the median of the last 200 (needs 20 of history); names the step."""
+    finite = [i for i, x in enumerate(losses) if math.isfinite(x)]
+    if len(history) < 20 or not finite:
         return
     ref = statistics.median(history[-200:])
-    worst = max(losses)
-    if math.isfinite(worst) and worst > 3 * ref:
-        logger.warning("loss spike near step %d: %.4g (recent median %.4g)", step, worst, ref)
+    i = max(finite, key=losses.__getitem__)
+    if losses[i] > 3 * ref:
+        logger.warning("loss spike at step %d: %.4g (3x above the recent median %.4g); if spikes recur, "
+                       "lower optimization.lr or set optimization.grad_clip", first_step + i, losses[i], ref)
 
 
 @torch.no_grad()

@@ -45,15 +45,35 @@ def collapse_warning(stats: dict[str, float], dim: int) -> str | None:
     return None
 
 
+def _keep_rows(path: Path, n: int, keep) -> None:
+    """Keep the header and the first `n` data rows accepted by `keep` (rewritten atomically)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    body = [r for r in rows[1:] if r and keep(r)][:n]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *body])
+    tmp.replace(path)
+
+
 class RunLogger:
     """Buffers per-step values on the device and writes them every `log_freq` steps (one host sync)."""
 
     def __init__(self, folder: Path, write_tag: str, rank: int, is_main: bool, tensorboard: bool,
-                 resume: bool) -> None:
+                 resume_step: int | None) -> None:
         self.folder, self.is_main = folder, is_main
-        mode = "a" if resume else "w"
+        mode = "a" if resume_step is not None else "w"
         # The reference writes one CSV per rank with these exact columns.
         ref_path = folder / f"{write_tag}_r{rank}.csv"
+        if resume_step is not None:
+            # Rows written after the checkpoint we resume from are about to be recomputed.
+            _keep_rows(ref_path, resume_step, lambda row: True)
+            if is_main:
+                _keep_rows(folder / "metrics.csv", resume_step, lambda row: int(row[0]) <= resume_step)
         self._ref_file = open(ref_path, mode, newline="")
         self._ref = csv.writer(self._ref_file)
         if mode == "w" or ref_path.stat().st_size == 0:

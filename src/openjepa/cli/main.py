@@ -1,0 +1,63 @@
+"""`openjepa` command line: thin wrappers over the library; known errors become one-line messages."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# command -> module in openjepa.cli exposing add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "pretrain": ("pretrain", "pretrain I-JEPA from a YAML recipe (ours or the reference's schema)"),
+    "demo": ("demo", "offline demo: pretrain a small ViT, compare it with a random one"),
+    "eval": ("evaluate", "evaluate a frozen encoder: linear, knn, lowshot, attentive"),
+    "extract": ("extract", "write frozen-encoder features and labels to .npz"),
+    "convert": ("convert", "convert checkpoints between openjepa, reference, HF, timm, safetensors"),
+    "info": ("info", "show presets, or what a checkpoint holds"),
+}
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from ..config import ConfigError
+    from ..masks import MaskSamplingError, MaskSettingsError
+    from ..train.checkpoint import CheckpointError
+    from ..train.loop import NonFiniteLossError, RunExistsError
+
+    return (ConfigError, MaskSettingsError, MaskSamplingError, CheckpointError, NonFiniteLossError,
+            RunExistsError, FileNotFoundError, NotADirectoryError, PermissionError, OSError, ValueError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per command."""
+    parser = argparse.ArgumentParser(prog="openjepa", description="I-JEPA pretraining, evaluation and interop.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(f"openjepa.cli.{module}")
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `openjepa` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint written is intact (resume with --resume)", file=sys.stderr)
+        return 130
+    except _known_errors() as e:
+        if args.debug:
+            raise
+        print(f"openjepa {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

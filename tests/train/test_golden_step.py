@@ -26,6 +26,13 @@ def build_from_golden(golden: dict) -> IJEPA:
     return IJEPA(enc, pred, tgt)
 
 
+def golden_schedule(golden: dict) -> Schedule:
+    s = golden["config"]["schedule"]
+    return Schedule(iterations_per_epoch=s["ipe"], epochs=s["epochs"], warmup_epochs=s["warmup_epochs"],
+                    start_lr=s["start_lr"], ref_lr=s["ref_lr"], final_lr=s["final_lr"], weight_decay=s["wd"],
+                    final_weight_decay=s["final_wd"], ema=s["ema"], ipe_scale=s["ipe_scale"])
+
+
 @pytest.fixture()
 def model(golden_step):
     return build_from_golden(golden_step)
@@ -76,11 +83,7 @@ def test_step__adamw_and_ema_update_match_reference(model, golden_step):
 
 
 def test_step__first_schedule_values_are_those_the_reference_stepped_with(golden_step):
-    s = golden_step["config"]["schedule"]
-    sched = Schedule(iterations_per_epoch=s["ipe"], epochs=s["epochs"], warmup_epochs=s["warmup_epochs"],
-                     start_lr=s["start_lr"], ref_lr=s["ref_lr"], final_lr=s["final_lr"],
-                     weight_decay=s["wd"], final_weight_decay=s["final_wd"], ema=s["ema"],
-                     ipe_scale=s["ipe_scale"])
+    sched = golden_schedule(golden_step)
     lr, wd, m = sched.at(1)
     opt = golden_step["config"]["optimizer"]
     assert lr == pytest.approx(opt["lr"], abs=1e-12)
@@ -89,11 +92,7 @@ def test_step__first_schedule_values_are_those_the_reference_stepped_with(golden
 
 
 def test_schedule__fifty_steps_of_lr_wd_momentum_match_reference(golden_step):
-    s = golden_step["config"]["schedule"]
-    sched = Schedule(iterations_per_epoch=s["ipe"], epochs=s["epochs"], warmup_epochs=s["warmup_epochs"],
-                     start_lr=s["start_lr"], ref_lr=s["ref_lr"], final_lr=s["final_lr"],
-                     weight_decay=s["wd"], final_weight_decay=s["final_wd"], ema=s["ema"],
-                     ipe_scale=s["ipe_scale"])
+    sched = golden_schedule(golden_step)
     ref = golden_step["schedule_lr_wd_momentum"]
     ours = torch.tensor([sched.at(i) for i in range(1, len(ref) + 1)], dtype=torch.float64)
     assert (ours - ref).abs().max().item() < 1e-9

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from torch.utils.data import default_collate
 
 from .multiblock import MultiBlockMaskCollator, _pair
 
 
 class RandomMaskCollator(MultiBlockMaskCollator):
-    """Per batch a ratio r ~ U(ratio); per image a random permutation: context = first N(1-r), target = rest."""
+    """Per batch a ratio r ~ U(ratio); per image a random permutation: context = first N(1-r), target = rest.
+
+    Shares the multi-block collator's collation and per-(seed, epoch, batch) seeding; only `sample` differs.
+    """
 
     def __init__(self, input_size: int | Sequence[int] = (224, 224), patch_size: int = 16,
                  ratio: Sequence[float] = (0.4, 0.6), *, seed: int = 0) -> None:
@@ -21,12 +23,6 @@ class RandomMaskCollator(MultiBlockMaskCollator):
         self.ratio = tuple(ratio)
         self.nenc = self.npred = 1
         self.seed, self.epoch, self.start_batch, self._calls = seed, 0, 0, 0
-
-    def __call__(self, batch: list[Any]) -> tuple[Any, list[torch.Tensor], list[torch.Tensor]]:
-        """Collate samples and sample random-patch masks."""
-        collated = default_collate(batch)
-        masks_enc, masks_pred = self.sample(len(batch), self._next_generator())
-        return collated, masks_enc, masks_pred
 
     def sample(self, batch_size: int, generator: torch.Generator
                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tests use tiny models, where a second intra-op thread only adds contention on a 2-core runner.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("OPENJEPA_GOLDEN", REPO.parent / "shared" / "golden"))
 DATA_DIR = Path(os.environ.get("OPENJEPA_DATA", REPO.parent / "shared" / "data"))

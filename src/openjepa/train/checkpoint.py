@@ -31,6 +31,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (corrupt, unsafe, or of another architecture)."""
 
 
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (disk full, folder gone or unwritable); the message names the last good one."""
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
@@ -87,8 +91,9 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
             f"refusing to load {path}: it needs arbitrary unpickling (code execution), which openjepa "
             f"never does. If you trust the file, re-save its tensors as plain state dicts or "
             f"safetensors. Details: {str(e).splitlines()[0]}") from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0]}); "
+    except Exception as e:  # zip, pickle-opcode, unicode, EOF errors: all mean a damaged file
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first}); "
                               f"use an earlier checkpoint") from e
 
 
@@ -114,10 +119,16 @@ def save_checkpoint(state: dict, folder: str | Path, step: int, keep_last: int =
     if min_free_bytes is not None:
         check_free_space(folder, min_free_bytes)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    # A file of the same step exists only if resuming skipped it as corrupt: remove it (then its sidecar),
+    # so that a kill between writing the new file and its sidecar never pairs a file with a wrong checksum.
+    path.unlink(missing_ok=True)
+    path.with_suffix(".json").unlink(missing_ok=True)
     digest = atomic_save(state, path)
     meta = {"file": path.name, "sha256": digest, "bytes": path.stat().st_size, "step": step}
     _atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
-    for _, old in list_checkpoints(folder)[:-keep_last]:
+    # Prune only older checkpoints: a newer (corrupt, skipped) one must never push out the one just written.
+    older = [p for s, p in list_checkpoints(folder) if s < step]
+    for old in older[:max(0, len(older) - (keep_last - 1))]:
         old.unlink(missing_ok=True)
         old.with_suffix(".json").unlink(missing_ok=True)
     return path
@@ -125,8 +136,29 @@ def save_checkpoint(state: dict, folder: str | Path, step: int, keep_last: int =
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the hidden `.*.tmp` files an interrupted atomic write leaves in a run folder; returns them.
+
+    They are never loaded (their names do not match `ckpt-step*.pt`) but each can be as large as a
+    checkpoint, so a run killed repeatedly mid-write would otherwise fill the disk.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d partial file(s) left by an interrupted write in %s: %s", len(stale), folder,
+                    ", ".join(p.name for p in stale))
+    return stale
 
 
 def verify_checkpoint(path: str | Path) -> None:
@@ -136,10 +168,18 @@ def verify_checkpoint(path: str | Path) -> None:
         raise CheckpointError(f"checkpoint not found: {path}")
     sidecar = path.with_suffix(".json")
     if sidecar.exists():
-        meta = json.loads(sidecar.read_text())
-        if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
-            raise CheckpointError(f"checkpoint {path} does not match its checksum (truncated or "
-                                  f"corrupted on disk)")
+        try:
+            meta = json.loads(sidecar.read_text())
+            size, digest = int(meta["bytes"]), str(meta["sha256"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"checksum file {sidecar} is unreadable ({e}); cannot vouch for "
+                                  f"{path.name}") from e
+        if path.stat().st_size != size:
+            raise CheckpointError(f"checkpoint {path} has {path.stat().st_size} bytes, its checksum file "
+                                  f"says {size} (truncated or corrupted on disk)")
+        if sha256_file(path) != digest:
+            raise CheckpointError(f"checkpoint {path} does not match its SHA-256 checksum (corrupted "
+                                  f"on disk)")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -175,7 +215,11 @@ def find_resumable(folder: str | Path, map_location: str | torch.device = "cpu"
 def check_free_space(folder: str | Path, needed_bytes: int) -> None:
     """Raise OSError naming the folder if it cannot hold `needed_bytes` more (or is not writable)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create output folder {folder} ({e.strerror or e}); choose another "
+                      f"logging.folder") from e
     if not os.access(folder, os.W_OK):
         raise OSError(f"output folder {folder} is not writable; choose another logging.folder")
     free = shutil.disk_usage(folder).free

@@ -16,3 +16,10 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
     # Same two roundings as the reference's per-tensor mul_(m).add_((1-m) * q), so results match bitwise.
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, o_params, alpha=1.0 - momentum)
+
+
+@torch.no_grad()
+def ema_update_per_tensor_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """The reference's per-tensor loop (one mul_ and one add_ per parameter): the eager baseline."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.data.mul_(momentum).add_((1.0 - momentum) * o.detach().data)

@@ -212,7 +212,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, env: DistEn
             raise _write_failed(e, f"the step {step} checkpoint", last_ckpt) from e
 
     bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, no sync
-    skips = _SkipCounter(opt_cfg.on_nonfinite == "skip", state["skipped_steps"] if found else 0)
+    skips = _SkipCounter(opt_cfg.on_nonfinite == "skip", state.get("skipped_steps", 0) if found else 0)
     recent: list[float] = []
     epoch_losses: list[float] = []
     last_ckpt: Path | None = found[0] if found else None  # not the newest file: that one may be corrupt
@@ -304,12 +304,15 @@ def _check_arch(state: dict, model: IJEPA, path: Path) -> None:
         for k in sorted(set(mine) | set(theirs)):
             a, b = theirs.get(k), mine.get(k)
             if a is None or b is None or tuple(a.shape) != tuple(b.shape):
-                shape = lambda t: "absent" if t is None else tuple(t.shape)  # noqa: E731
-                diffs.append(f"{part}.{k}: checkpoint {shape(a)} vs config {shape(b)}")
+                diffs.append(f"{part}.{k}: checkpoint {_shape(a)} vs config {_shape(b)}")
     if diffs:
         shown = diffs[:8] + ([f"... {len(diffs) - 8} more"] if len(diffs) > 8 else [])
         raise CheckpointError(f"checkpoint {path} is of another architecture ({'; '.join(shown)}); "
                               f"resume with the config it was trained with or use a new logging.folder")
+
+
+def _shape(t: torch.Tensor | None) -> str:
+    return "absent" if t is None else str(tuple(t.shape))
 
 
 def _write_failed(error: OSError, what: str, last_ckpt: Path | None) -> CheckpointWriteError:

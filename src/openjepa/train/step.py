@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -39,11 +40,15 @@ class StepResult:
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                micro_batches: list[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]],
                lr: float, wd: float, momentum: float, *, amp_dtype: torch.dtype | None = None,
-               grad_clip: float | None = None, skip_nonfinite: bool = False) -> StepResult:
+               grad_clip: float | None = None, skip_nonfinite: bool = False,
+               ema_fn: Callable[[nn.Module, nn.Module, float], None] = ema_update_) -> StepResult:
     """Accumulate gradients over micro-batches (imgs, masks_enc, masks_pred), step AdamW, update EMA.
 
     With one micro-batch and no clipping this is exactly the reference's step (fp32 on CPU).
     With `skip_nonfinite`, a step whose loss or gradients are not finite changes nothing.
+    Without it the step never waits for the device (no `.item()`, `bool(tensor)` or `float(tensor)`):
+    the loss comes back as a device tensor for the caller to read every N steps.
+    `ema_fn(target, online, momentum)` is the EMA update (foreach kernels by default).
     """
     set_lr_wd(optimizer, lr, wd)
     device = micro_batches[0][0].device
@@ -70,5 +75,5 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     ijepa = unwrap(model)
-    ema_update_(ijepa.target_encoder, ijepa.encoder, momentum)
+    ema_fn(ijepa.target_encoder, ijepa.encoder, momentum)
     return StepResult(total, grad_norm, finite)

@@ -15,6 +15,9 @@ COMMANDS = {
     "extract": ("extract", "write frozen-encoder features and labels to .npz"),
     "convert": ("convert", "convert checkpoints between openjepa, reference, HF, timm, safetensors"),
     "info": ("info", "show presets, or what a checkpoint holds"),
+    "index": ("index", "embed a folder of images into a similarity index (updated incrementally)"),
+    "similar": ("similar", "nearest images of a query image or folder in an index, with a grid"),
+    "report": ("report", "one self-contained HTML report of what a checkpoint learned"),
 }
 
 

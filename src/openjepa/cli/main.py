@@ -11,7 +11,7 @@ import sys
 COMMANDS = {
     "pretrain": ("pretrain", "pretrain I-JEPA from a YAML recipe (ours or the reference's schema)"),
     "demo": ("demo", "offline demo: pretrain a small ViT, compare it with a random one"),
-    "eval": ("evaluate", "evaluate a frozen encoder: linear, knn, lowshot, attentive"),
+    "eval": ("evaluate", "evaluate a frozen encoder: linear, knn, lowshot, attentive, regression"),
     "extract": ("extract", "write frozen-encoder features and labels to .npz"),
     "convert": ("convert", "convert checkpoints between openjepa, reference, HF, timm, safetensors"),
     "info": ("info", "show presets, or what a checkpoint holds"),

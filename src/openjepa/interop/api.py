@@ -221,7 +221,7 @@ def load_encoder(path_or_name: str | Path | Mapping[str, Any], which: str = "tar
                  num_heads: int | None = None, device: str | torch.device = "cpu", *,
                  from_format: str | None = None, model_name: str | None = None,
                  patch_size: int | None = None, img_size: int | None = None, resize_ratio: float = 1.0,
-                 seed: int = 0, dtype: torch.dtype = torch.float32) -> Encoder:
+                 seed: int = 0, dtype: torch.dtype = torch.float32, depth: int | None = None) -> Encoder:
     """Load a frozen encoder, in eval mode, from any supported source.
 
     path_or_name:
@@ -231,8 +231,9 @@ def load_encoder(path_or_name: str | Path | Mapping[str, Any], which: str = "tar
       - a safetensors encoder export (`openjepa convert --to safetensors`);
       - a Hugging Face I-JEPA folder (config.json + model.safetensors);
       - a timm state-dict file (`.pth` / `.bin` / `.safetensors`);
-      - `"random:<model_name>"` (with `patch_size=`, `img_size=`, `seed=`): a randomly initialised
-        encoder as the reference initialises it, the usual baseline;
+      - `"random:<model_name>"` (with `patch_size=`, `img_size=`, `seed=`, optionally `depth=` to
+        match a shallower small-scale encoder): a randomly initialised encoder as the reference
+        initialises it, the usual baseline;
       - or an already loaded checkpoint dict.
     which: for checkpoints holding both encoders, "target" (default) is the EMA target encoder,
       which the paper evaluates (appendix A.1) and the released checkpoints are meant to be used
@@ -255,6 +256,10 @@ def load_encoder(path_or_name: str | Path | Mapping[str, Any], which: str = "tar
         arch = _requested_arch(base, name, patch_size, img_size)
         if num_heads is not None:
             arch["num_heads"] = int(num_heads)
+        if depth is not None:
+            if depth < 1:
+                raise ValueError(f"depth must be >= 1, got {depth}")
+            arch["depth"] = int(depth)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             enc = Encoder(arch, {"source": path_or_name, "format": "random", "which": "random"}, resize_ratio)

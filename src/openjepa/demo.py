@@ -12,54 +12,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_config, recipe_path
+from .config import recipe_path
 from .distributed import DistEnv, resolve_device
 from .evaluate.runner import evaluate_encoder, markdown_summary
-from .train import make_optimizer, train_step
+from .train.budget import budgeted_config
 from .train.checkpoint import load_checkpoint
-from .train.loop import build_collator, build_model, build_train_dataset, fit
+from .train.loop import build_model, fit
 from .train.report import write_run_plots
 
 logger = logging.getLogger("openjepa.demo")
 PRETRAIN_SHARE = 0.75  # of the wall-clock budget; the rest goes to feature extraction and probes
 
 
-def demo_config(minutes: float, out: str | Path, overrides: list[str] = ()) -> Config:
-    """The demo recipe (configs/demo.yaml) with the run folder and a time cap."""
-    return load_config(recipe_path("demo"), [f"logging.folder={out}",
-                                              f"optimization.max_minutes={minutes * PRETRAIN_SHARE}",
-                                              *overrides])
-
-
-def seconds_per_step(cfg: Config, steps: int = 3) -> float:
-    """Time a few real training steps of this config on this machine (after one warm-up step)."""
-    model = build_model(cfg)
-    optimizer = make_optimizer(model.encoder, model.predictor)
-    dataset, collator = build_train_dataset(cfg), build_collator(cfg)
-    batch = collator([dataset[i] for i in range(cfg.data.batch_size)])
-    micro = [(batch[0][0], batch[1], batch[2])]
-    train_step(model, optimizer, micro, 1e-4, 0.04, 0.996)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, optimizer, micro, 1e-4, 0.04, 0.996)
-    return (time.perf_counter() - t0) / steps
-
-
 def run_demo(minutes: float = 8.0, out: str | Path = "runs/demo", overrides: list[str] = (),
              progress: bool = True) -> dict[str, Any]:
     """Pretrain within `minutes`, probe learned vs random encoders, write results.json, a table and plots."""
     t0 = time.perf_counter()
-    cfg = demo_config(minutes, out, overrides)
-    device = resolve_device(cfg.meta.device)
     # Size the schedule to the budget, so warmup and cosine decay both happen within it.
-    step_s = seconds_per_step(cfg)
-    steps_per_epoch = len(build_train_dataset(cfg)) // cfg.data.batch_size
-    budget_steps = max(1, int(60 * minutes * PRETRAIN_SHARE / step_s))
-    epochs = max(2, budget_steps // steps_per_epoch)
-    cfg = demo_config(minutes, out, [*overrides, f"optimization.epochs={epochs}",
-                                     f"optimization.warmup={max(1, epochs // 10)}"])
-    logger.info("demo: %.2f s/step measured; %d epochs of %d steps fit in %.1f minutes", step_s, epochs,
-                steps_per_epoch, minutes * PRETRAIN_SHARE)
+    cfg, step_s = budgeted_config(recipe_path("demo"), [f"logging.folder={out}", *overrides],
+                                  minutes * PRETRAIN_SHARE)
+    device = resolve_device(cfg.meta.device)
+    logger.info("demo: %.2f s/step measured; %d epochs fit in %.1f minutes", step_s,
+                cfg.optimization.epochs, minutes * PRETRAIN_SHARE)
     result = fit(cfg, progress=progress, env=DistEnv(device=device))
     # The baseline is the very initialisation I-JEPA started from: same architecture, same seed.
     random_enc = build_model(cfg).target_encoder

@@ -1,0 +1,47 @@
+"""Fit a schedule to a wall-clock budget: measure this machine's step time, then size the epochs.
+
+Used by the demo and bench/quality.py, so short runs still get a full warmup + cosine schedule
+instead of being cut off early in warmup.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..config import Config, load_config
+from .optim import make_optimizer
+from .step import train_step
+
+
+def seconds_per_step(cfg: Config, steps: int = 3) -> float:
+    """Time a few real training steps of this config on this machine (after one warm-up step)."""
+    from .loop import build_collator, build_model, build_train_dataset
+
+    model = build_model(cfg)
+    optimizer = make_optimizer(model.encoder, model.predictor)
+    dataset, collator = build_train_dataset(cfg), build_collator(cfg)
+    batch = collator([dataset[i] for i in range(cfg.data.batch_size)])
+    micro = [(batch[0][0], batch[1], batch[2])]
+    train_step(model, optimizer, micro, 1e-4, 0.04, 0.996)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, optimizer, micro, 1e-4, 0.04, 0.996)
+    return (time.perf_counter() - t0) / steps
+
+
+def budgeted_config(path, overrides: list[str], minutes: float, min_epochs: int = 2,
+                    warmup_fraction: float = 0.1) -> tuple[Config, float]:
+    """The config with `epochs`/`warmup` sized so its schedule ends within `minutes`, and `max_minutes` set.
+
+    Returns (config, measured seconds per step).
+    """
+    from .loop import build_train_dataset
+
+    cfg = load_config(path, overrides)
+    step_s = seconds_per_step(cfg)
+    steps_per_epoch = max(1, len(build_train_dataset(cfg)) // cfg.data.batch_size // cfg.optimization.accum_steps)
+    epochs = max(min_epochs, int(60 * minutes / step_s) // steps_per_epoch)
+    warmup = max(1, round(warmup_fraction * epochs))
+    cfg = load_config(path, [*overrides, f"optimization.epochs={epochs}", f"optimization.warmup={warmup}",
+                             f"optimization.max_minutes={minutes}"])
+    return cfg, step_s

@@ -270,6 +270,9 @@ def test_overrides__later_wins_and_bad_overrides_refused():
         ("meta.pred_emb_dim=100", "meta.pred_emb_dim"),
         ("data.val_fraction=1.0", "data.val_fraction"),
         ("optimization.grad_clip=0", "optimization.grad_clip"),
+        ("data.shuffle_buffer=0", "data.shuffle_buffer"),
+        ("optimization.lr_scaling=quadratic", "optimization.lr_scaling"),
+        ("optimization.lr_reference_batch=0", "optimization.lr_reference_batch"),
     ],
 )
 def test_validate__impossible_value_error_names_key(override, key):
@@ -367,3 +370,31 @@ def test_recipes__small_configs_point_at_shared_data():
         assert (root / cfg.data.dataset).resolve().name.endswith(".npz")
     demo = load_config(CONFIG_DIR / "demo.yaml")
     assert demo.data.dataset == "shapes:2000" and demo.data.num_workers == 0
+
+
+def test_scale_out_keys__defaults_overrides_and_types(tmp_path):
+    cfg = load_config(None)
+    assert (cfg.meta.fsdp, cfg.meta.activation_checkpointing) == (False, False)
+    assert cfg.data.shuffle_buffer == 1000
+    assert (cfg.optimization.lr_scaling, cfg.optimization.lr_reference_batch) == ("none", 2048)
+    cfg = load_config(None, ["meta.fsdp=true", "meta.activation_checkpointing=true", "data.shuffle_buffer=64",
+                             "optimization.lr_scaling=sqrt", "optimization.lr_reference_batch=256",
+                             "data.dataset=shards:/data/shard-{000000..000009}.tar"])
+    assert cfg.meta.fsdp is True and cfg.meta.activation_checkpointing is True
+    assert cfg.data.dataset == "shards:/data/shard-{000000..000009}.tar"
+    assert (cfg.data.shuffle_buffer, cfg.optimization.lr_scaling, cfg.optimization.lr_reference_batch) == (
+        64, "sqrt", 256)
+    with pytest.raises(ConfigError, match="meta.fsdp"):
+        load_config(None, ["meta.fsdp=yes please"])
+    path = tmp_path / "cfg.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+
+
+def test_lr_scale__none_by_default_linear_and_sqrt_relative_to_the_reference_batch():
+    from openjepa.train.loop import lr_scale
+
+    assert lr_scale(load_config(None), 512) == 1.0  # the reference: lr 1e-3 whatever the batch
+    assert lr_scale(load_config(None, ["optimization.lr_scaling=linear"]), 512) == 0.25
+    assert lr_scale(load_config(None, ["optimization.lr_scaling=sqrt"]), 512) == 0.5
+    assert lr_scale(load_config(None, ["optimization.lr_scaling=linear"]), 2048) == 1.0

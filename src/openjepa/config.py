@@ -50,6 +50,7 @@ CHOICES = {
     "optimization.on_nonfinite": ("stop", "skip"),
     "optimization.target": ("representation", "pixels"),
     "optimization.target_from": ("output", "input"),
+    "optimization.lr_scaling": ("none", "linear", "sqrt"),
 }
 
 FloatPair = Tuple[float, float]
@@ -72,6 +73,8 @@ class MetaConfig:
     predictor_heads: Optional[int] = None  # None: the encoder's number of heads
     compile: bool = False
     depth: Optional[int] = None  # None: the preset's depth; small-scale recipes use shallower encoders
+    fsdp: bool = False  # shard the three networks with FSDP2 (fully_shard) when several processes run
+    activation_checkpointing: bool = False  # recompute each transformer block's activations in backward
 
 
 @dataclass
@@ -93,6 +96,7 @@ class DataConfig:
     # "x.npz", "folder:PATH" or "shapes:2000"; None: the reference root_path/image_folder
     dataset: Optional[str] = None
     val_fraction: float = 0.0
+    shuffle_buffer: int = 1000  # samples held by the shuffle buffer of a "shards:" dataset (per worker)
 
 
 @dataclass
@@ -137,6 +141,11 @@ class OptimizationConfig:
     target_from: str = "output"
     max_steps: Optional[int] = None  # stop early after this many optimizer steps
     max_minutes: Optional[float] = None  # stop early after this much wall-clock time
+    # lr, start_lr and final_lr are the values at lr_reference_batch (the paper's global batch 2048);
+    # "none" keeps them whatever the global batch (batch_size x processes x accum_steps) is, as the
+    # reference does; "linear" / "sqrt" scale them by (global / reference) or its square root.
+    lr_scaling: str = "none"
+    lr_reference_batch: int = 2048
 
 
 @dataclass
@@ -405,6 +414,7 @@ _LOWER_BOUNDS = {
     "optimization.eps": (0, True), "optimization.grad_clip": (0, True),
     "optimization.accum_steps": (1, False), "optimization.max_steps": (1, False),
     "optimization.max_minutes": (0, True), "logging.log_freq": (1, False),
+    "data.shuffle_buffer": (1, False), "optimization.lr_reference_batch": (1, False),
     "logging.checkpoint_every_steps": (0, False), "logging.keep_last": (1, False),
     "logging.eval_every_epochs": (0, False), "logging.collapse_every_steps": (0, False),
 }

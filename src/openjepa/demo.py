@@ -24,7 +24,7 @@ logger = logging.getLogger("openjepa.demo")
 PRETRAIN_SHARE = 0.75  # of the wall-clock budget; the rest goes to feature extraction and probes
 
 
-def run_demo(minutes: float = 8.0, out: str | Path = "runs/demo", overrides: list[str] = (),
+def run_demo(minutes: float = 9.0, out: str | Path = "runs/demo", overrides: list[str] = (),
              progress: bool = True) -> dict[str, Any]:
     """Pretrain within `minutes`, probe learned vs random encoders, write results.json, a table and plots."""
     t0 = time.perf_counter()

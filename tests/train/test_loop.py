@@ -124,3 +124,30 @@ def test_fit__non_finite_loss_stops_naming_the_step_and_the_last_checkpoint(tmp_
         fit(tiny_cfg(tmp_path / "run", "logging.checkpoint_every_steps=2"), progress=False)
     assert "ckpt-step00000004.pt" in str(e.value)
     assert [s for s, _ in list_checkpoints(tmp_path / "run")][-1] == 4
+
+
+def test_fit__knn_monitor_logs_held_out_accuracy_every_epoch(tmp_path):
+    from openjepa.evaluate.runner import knn_monitor
+
+    cfg = tiny_cfg(tmp_path / "run", "logging.eval_every_epochs=1")
+    fit(cfg, progress=False, on_epoch_end=knn_monitor("shapes:64", 32, max_train=64, max_test=16))
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        knn = [float(r["knn_top1"]) for r in csv.DictReader(f) if r.get("knn_top1")]
+    assert len(knn) == 2 and all(0.0 <= v <= 1.0 for v in knn)
+
+
+@pytest.mark.parametrize("recipe", ["demo", "cifar10_vit_tiny_p4", "imagenette64_vit_tiny_p8"])
+def test_fit__shipped_small_recipes_train(recipe, tmp_path):
+    from openjepa.config import recipe_path
+    from tests.conftest import DATA_DIR
+
+    cfg = load_config(recipe_path(recipe), [f"logging.folder={tmp_path / 'run'}", "optimization.max_steps=2",
+                                            "meta.depth=1", "data.batch_size=8", "data.num_workers=0",
+                                            "logging.tensorboard=false"])
+    if cfg.data.dataset.endswith(".npz"):
+        path = DATA_DIR / cfg.data.dataset.rsplit("/", 1)[-1]
+        if not path.exists():
+            pytest.skip(f"{path} not found (the shared datasets live in ../shared/data)")
+        cfg.data.dataset = str(path)
+    result = fit(cfg, progress=False)
+    assert result.steps == 2 and torch.isfinite(torch.tensor(result.last_loss))

@@ -7,7 +7,7 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `openjepa demo`."""
-    p.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget for the whole demo (default 8)")
+    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget for the whole demo in minutes (default 9)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the demo recipe, e.g. --set data.dataset=shapes:4000")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import random
+import signal
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 __all__ = ["EpochSampler", "SkipSampler", "seed_worker", "make_loader"]
@@ -71,6 +72,21 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(s)
 
 
+# Signals with which a scheduler asks the run to checkpoint and stop (see openjepa.train.loop.StopSignals).
+# SLURM delivers them to every process of a job step, loader workers included; a worker killed by one
+# would crash the run before it could checkpoint, so workers ignore them (the main process handles them).
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+def _init_worker(worker_id: int) -> None:
+    """Seed the worker's RNGs and leave the stop signals to the main process."""
+    seed_worker(worker_id)
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -85,7 +101,12 @@ def make_loader(
     world_size: int = 1,
     skip_batches: int = 0,
 ) -> DataLoader:
-    """Build a DataLoader for one epoch whose sample order depends only on (seed, epoch[, rank])."""
+    """Build a DataLoader for one epoch whose sample order depends only on (seed, epoch[, rank]).
+
+    Map-style datasets: `DistributedSampler` (with `set_epoch`) when world_size > 1, else a seeded
+    permutation; `skip_batches` drops the batches a resumed run already trained on. Streaming
+    datasets (`IterableDataset` with `configure`, e.g. `ShardDataset`) are configured to do the same.
+    """
     if batch_size < 1:
         raise ValueError(f"make_loader needs batch_size >= 1, got {batch_size}")
     if skip_batches < 0:
@@ -93,6 +114,26 @@ def make_loader(
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"make_loader needs 0 <= rank < world_size, got rank={rank}, "
                          f"world_size={world_size}")
+    # workers' base seed comes from this generator, so augmentations repeat for the same
+    # (seed, epoch, rank) without depending on the global torch RNG state
+    worker_seed = int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1)[0])
+    gen = torch.Generator()
+    gen.manual_seed(worker_seed)
+    if isinstance(dataset, IterableDataset):
+        # A streaming dataset (e.g. ShardDataset) splits itself across ranks and workers and skips
+        # consumed batches itself; it is told where this process stands.
+        configure = getattr(dataset, "configure", None)
+        if configure is None:
+            if world_size > 1 or skip_batches:
+                raise ValueError(f"{type(dataset).__name__} is an IterableDataset without configure(); "
+                                 f"it cannot be split across ranks or resumed mid-epoch")
+        else:
+            configure(rank=rank, world_size=world_size, batch_size=batch_size, num_workers=num_workers,
+                      skip_batches=skip_batches, seed=seed, epoch=epoch, shuffle=shuffle)
+        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, drop_last=drop_last,
+                          num_workers=num_workers, pin_memory=pin_memory,
+                          worker_init_fn=_init_worker if num_workers > 0 else None, persistent_workers=False,
+                          generator=gen)
     n = len(dataset)  # type: ignore[arg-type]
     sampler: Sampler[int]
     if world_size > 1:
@@ -103,11 +144,6 @@ def make_loader(
         sampler = EpochSampler(n, shuffle=shuffle, seed=seed, epoch=epoch)
     if skip_batches:
         sampler = SkipSampler(sampler, skip_batches * batch_size)
-    # workers' base seed comes from this generator, so augmentations repeat for the same
-    # (seed, epoch, rank) without depending on the global torch RNG state
-    worker_seed = int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1)[0])
-    gen = torch.Generator()
-    gen.manual_seed(worker_seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -116,7 +152,7 @@ def make_loader(
         drop_last=drop_last,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        worker_init_fn=seed_worker if num_workers > 0 else None,
+        worker_init_fn=_init_worker if num_workers > 0 else None,
         persistent_workers=False,
         generator=gen,
     )

@@ -98,6 +98,11 @@ class BlockSampler:
 class MultiBlockMaskCollator:
     """Collate (image, label) samples and sample multi-block masks: returns (batch, masks_enc, masks_pred)."""
 
+    # Which process of a distributed run this collator serves (set_rank): each rank draws its own
+    # masks. Class attributes so that subclasses with their own __init__ inherit the single-process default.
+    rank: int = 0
+    world_size: int = 1
+
     def __init__(
         self,
         input_size: int | Sequence[int] = (224, 224),
@@ -200,13 +205,22 @@ class MultiBlockMaskCollator:
         """Masks are a pure function of (seed, epoch, batch index); call before each epoch's loader."""
         self.epoch, self.start_batch, self._calls = epoch, start_batch, 0
 
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Give each of `world_size` processes its own mask stream (rank 0 of 1 is the single-process one)."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"set_rank needs 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
+
     def _next_generator(self) -> torch.Generator:
         info = get_worker_info()
         # DataLoader hands batches to its workers round-robin, so this is the batch's index in the epoch.
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         batch_index = self.start_batch + worker + self._calls * workers
         self._calls += 1
-        return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, batch_index))
+        # The global micro-batch index: rank r's batch i is batch i * world + r of the epoch, so every
+        # rank has its own stream and one process (rank 0 of 1) keeps the original one.
+        global_index = batch_index * self.world_size + self.rank
+        return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, global_index))
 
     # ----------------------------------------------------------------- sampling
     def __call__(self, batch: list[Any]) -> tuple[Any, list[torch.Tensor], list[torch.Tensor]]:

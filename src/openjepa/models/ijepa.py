@@ -34,6 +34,24 @@ def ijepa_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "sm
     raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
 
 
+def set_fast_paths(model: "IJEPA", enabled: bool) -> "IJEPA":
+    """Every exact fast path on (the default) or the plain eager arrangement (for baselines).
+
+    Off means: explicit softmax(QK^T)V attention instead of SDPA, one predictor call per target
+    block, the predictor computing every token in every block, and gradient-free CPU encoder
+    forwards in one pass instead of cache-sized chunks. Results agree to float rounding.
+    """
+    from .vision_transformer import set_fused_attn
+
+    set_fused_attn(model, enabled)
+    model.predictor_per_block = not enabled
+    model.predictor.fast_path = enabled
+    for enc in (model.encoder, model.target_encoder):
+        if hasattr(enc, "cpu_chunk_bytes"):
+            enc.cpu_chunk_bytes = (10 << 20) if enabled else None
+    return model
+
+
 class IJEPA(nn.Module):
     """Context encoder + predictor (trained) and target encoder (EMA of the context encoder, frozen)."""
 
@@ -56,6 +74,9 @@ class IJEPA(nn.Module):
         self.target_type = target_type
         self.target_from = target_from
         self.loss_type = loss
+        # The plain reference-style arrangement (one predictor call per target block) for
+        # baselines; the default batches every block into one call (same outputs, fewer passes).
+        self.predictor_per_block = False
 
     @classmethod
     def build(cls, model_name: str, patch_size: int, img_size: int, pred_depth: int = 12,
@@ -120,6 +141,9 @@ class IJEPA(nn.Module):
                 masks_pred: list[torch.Tensor]) -> torch.Tensor:
         """Predictions (npred * nenc * B, Kp, D) from the context blocks."""
         z = self.encoder(imgs, masks_enc)  # (nenc * B, Kc, D)
+        if self.predictor_per_block:
+            # Mask-major row order, like the batched call: block j's rows are the j-th chunk.
+            return torch.cat([self.predictor(z, masks_enc, [m]) for m in masks_pred], dim=0)
         return self.predictor(z, masks_enc, masks_pred)
 
     def forward(self, imgs: torch.Tensor, masks_enc: list[torch.Tensor],

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import PatchEmbed
+import torch.nn.functional as F
+from timm.layers import Attention, PatchEmbed
 from timm.models.vision_transformer import Block
 
 from ..masks.ops import apply_masks, repeat_interleave_batch
@@ -77,6 +78,67 @@ def set_fused_attn(model: nn.Module, enabled: bool) -> nn.Module:
     return model
 
 
+def _plain_block(blk: nn.Module) -> bool:
+    """A timm Block whose forward is exactly pre-norm attention + MLP (what the fast paths re-implement)."""
+    attn = getattr(blk, "attn", None)
+    return (type(blk) is Block and type(attn) is Attention and getattr(attn, "gate", None) is None
+            and not (blk.training and (attn.attn_drop.p > 0 or attn.proj_drop.p > 0
+                                       or getattr(blk.mlp.drop1, "p", 0) > 0
+                                       or getattr(blk.mlp.drop2, "p", 0) > 0)))
+
+
+def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Multi-head attention of (B, H, M, hd) queries over (B, H, N, hd) keys/values -> (B, M, H*hd)."""
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    if attn.fused_attn:
+        o = F.scaled_dot_product_attention(q, k, v)
+    else:
+        a = (q * attn.scale) @ k.transpose(-2, -1)
+        o = a.softmax(dim=-1) @ v
+    b, _, m, _ = q.shape
+    return attn.proj(attn.norm(o.transpose(1, 2).reshape(b, m, attn.attn_dim)))
+
+
+def _mlp_residual(blk: Block, x: torch.Tensor) -> torch.Tensor:
+    return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+
+
+def block_forward_shared_prefix(blk: Block, prefix: torch.Tensor, rest: torch.Tensor, repeat: int
+                                ) -> torch.Tensor:
+    """`blk(cat([prefix.repeat(repeat, 1, 1), rest], 1))`, normalising and projecting `prefix` once.
+
+    The prefix rows are identical in every repeat, so their LayerNorm and q/k/v projection are
+    computed once and then repeated; only attention onwards sees the full (repeat * R) rows.
+    """
+    attn = blk.attn
+    b, n_pre = len(rest), prefix.shape[1]
+    n = n_pre + rest.shape[1]
+    qkv = torch.cat([attn.qkv(blk.norm1(prefix)).repeat(repeat, 1, 1), attn.qkv(blk.norm1(rest))], dim=1)
+    q, k, v = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    x = torch.cat([prefix.repeat(repeat, 1, 1), rest], dim=1)
+    x = x + blk.drop_path1(blk.ls1(_attend(attn, q, k, v)))
+    return _mlp_residual(blk, x)
+
+
+def block_forward_tail(blk: Block, x: torch.Tensor, start: int) -> torch.Tensor:
+    """`blk(x)[:, start:]`, computing queries, attention rows and the MLP only for those tokens.
+
+    Every token still provides keys and values; the tokens before `start` get no output, which
+    saves their query projection, their attention rows, the output projection and the MLP.
+    """
+    attn = blk.attn
+    b, n, _ = x.shape
+    d = attn.attn_dim
+    h = blk.norm1(x)
+    w, bias = attn.qkv.weight, attn.qkv.bias
+    q = F.linear(h[:, start:], w[:d], None if bias is None else bias[:d])
+    kv = F.linear(h, w[d:], None if bias is None else bias[d:])
+    q = q.reshape(b, n - start, attn.num_heads, attn.head_dim).transpose(1, 2)
+    k, v = kv.reshape(b, n, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    y = x[:, start:] + blk.drop_path1(blk.ls1(_attend(attn, q, k, v)))
+    return _mlp_residual(blk, y)
+
+
 class VisionTransformer(nn.Module):
     """I-JEPA encoder: patch tokens only (no class token), fixed 2-D sin-cos positions, final LayerNorm."""
 
@@ -123,6 +185,9 @@ class VisionTransformer(nn.Module):
         self.norm = norm_layer(embed_dim)
         self.init_std = init_std
         _init_weights(self, self.blocks, init_std, init)
+        # Gradient-free CPU forwards split the batch so one chunk's MLP activation is about this
+        # many bytes (cache-sized); None or 0 turns the chunking off.
+        self.cpu_chunk_bytes: int | None = 10 << 20
 
     def _pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
         if grid == self.grid_size:
@@ -136,15 +201,36 @@ class VisionTransformer(nn.Module):
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"input {h}x{w} is not divisible by patch size {self.patch_size}; "
                              f"resize or crop to a multiple of {self.patch_size}")
-        x = self.patch_embed(x)  # (B, N, D)
+        # The conv's (B, D, H, W) output flattens to a transposed (B, N, D) view; made contiguous
+        # here, or every residual add and LayerNorm downstream would run on (and copy) that layout.
+        x = self.patch_embed(x).contiguous()  # (B, N, D)
         x = x + self._pos_embed_for((h // self.patch_size, w // self.patch_size))
         if masks is not None:
             x = apply_masks(x, masks)
         return x
 
+    def inference_chunk(self, x: torch.Tensor) -> int:
+        """Images per chunk for gradient-free CPU forwards (see `cpu_chunk_bytes`)."""
+        n = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size)
+        hidden = self.blocks[0].mlp.fc1.out_features if len(self.blocks) else self.embed_dim
+        return max(1, int(self.cpu_chunk_bytes) // (n * hidden * x.element_size()))
+
     def forward(self, x: torch.Tensor, masks: torch.Tensor | list[torch.Tensor] | None = None
                 ) -> torch.Tensor:
-        """Encode images, optionally only the patches listed in `masks`; returns normed tokens."""
+        """Encode images, optionally only the patches listed in `masks`; returns normed tokens.
+
+        Without gradients on CPU, large batches run in chunks of `inference_chunk(x)` images: every
+        image is encoded independently, so the outputs are the same, and the chunks' activations
+        stay in cache instead of streaming through fresh memory (about 20% faster at batch 64).
+        """
+        if (masks is None and self.cpu_chunk_bytes and x.device.type == "cpu"
+                and not torch.is_grad_enabled() and x.dim() == 4):
+            chunk = self.inference_chunk(x)
+            if len(x) >= 2 * chunk:
+                return torch.cat([self._encode(part, None) for part in x.split(chunk)])
+        return self._encode(x, masks)
+
+    def _encode(self, x: torch.Tensor, masks: torch.Tensor | list[torch.Tensor] | None) -> torch.Tensor:
         x = self.prepare_tokens(x, masks)
         for blk in self.blocks:
             x = blk(x)
@@ -206,6 +292,10 @@ class VisionTransformerPredictor(nn.Module):
         self.init_std = init_std
         _init_weights(self, self.predictor_blocks, init_std, init)
         nn.init.trunc_normal_(self.mask_token, std=init_std, a=-2.0, b=2.0)
+        # Exact fast path (same outputs up to float rounding): the first block normalises and
+        # projects the context once instead of once per target block, and the last block, the
+        # final norm and the projection run only on the target tokens (the only outputs used).
+        self.fast_path = True
 
     def forward(self, x: torch.Tensor, masks_x: torch.Tensor | list[torch.Tensor],
                 masks: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -227,9 +317,15 @@ class VisionTransformerPredictor(nn.Module):
         pred_tokens = self.mask_token + target_pos  # (npred*nenc*B, Kp, P)
 
         # Each target block is its own row: targets attend to the context, never to other blocks.
-        x = x.repeat(len(masks), 1, 1)
-        x = torch.cat([x, pred_tokens], dim=1)
-        for blk in self.predictor_blocks:
+        blocks = list(self.predictor_blocks)
+        if not (self.fast_path and len(blocks) >= 2 and all(_plain_block(b) for b in blocks)):
+            x = torch.cat([x.repeat(len(masks), 1, 1), pred_tokens], dim=1)
+            for blk in blocks:
+                x = blk(x)
+            x = self.predictor_norm(x)
+            return self.predictor_proj(x[:, n_ctx:])
+        x = block_forward_shared_prefix(blocks[0], x, pred_tokens, len(masks))
+        for blk in blocks[1:-1]:
             x = blk(x)
-        x = self.predictor_norm(x)
-        return self.predictor_proj(x[:, n_ctx:])
+        x = block_forward_tail(blocks[-1], x, n_ctx)
+        return self.predictor_proj(self.predictor_norm(x))

@@ -13,9 +13,10 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
     o_params = [p.data for p in online.parameters()]
     if len(t_params) != len(o_params):
         raise ValueError("target and online encoders have different parameter lists")
-    # Same two roundings as the reference's per-tensor mul_(m).add_((1-m) * q), so results match bitwise.
+    # Same three roundings as the reference's per-tensor mul_(m).add_((1-m) * q), so results match
+    # bitwise (add_(q, alpha=1-m) fuses the multiply-add and can differ in the last bit).
     torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, o_params, alpha=1.0 - momentum)
+    torch._foreach_add_(t_params, torch._foreach_mul(o_params, 1.0 - momentum))
 
 
 @torch.no_grad()

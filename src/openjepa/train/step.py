@@ -28,6 +28,16 @@ def autocast_context(device: torch.device | str, dtype: torch.dtype | None):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+def _grad_sync(model: nn.Module, last: bool):
+    """[distributed] DDP all-reduces gradients only after the last micro-batch (`no_sync` before it).
+
+    FSDP2 modules keep reduce-scattering every micro-batch: that holds sharded, not full, gradients.
+    """
+    if not last and hasattr(model, "no_sync"):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
 @dataclass
 class StepResult:
     """What one step reports; tensors stay on the device so the step never syncs with the host."""
@@ -53,10 +63,11 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     set_lr_wd(optimizer, lr, wd)
     device = micro_batches[0][0].device
     total = torch.zeros((), device=device)
-    for imgs, masks_enc, masks_pred in micro_batches:
-        with autocast_context(device, amp_dtype):
-            loss = model(imgs, masks_enc, masks_pred)
-        (loss / len(micro_batches)).backward()
+    for i, (imgs, masks_enc, masks_pred) in enumerate(micro_batches):
+        with _grad_sync(model, last=i == len(micro_batches) - 1):  # [distributed] forward and backward inside
+            with autocast_context(device, amp_dtype):
+                loss = model(imgs, masks_enc, masks_pred)
+            (loss / len(micro_batches)).backward()
         total += loss.detach().float()
     total /= len(micro_batches)
 
@@ -77,3 +88,25 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     ijepa = unwrap(model)
     ema_fn(ijepa.target_encoder, ijepa.encoder, momentum)
     return StepResult(total, grad_norm, finite)
+
+
+def tune_cpu_allocator(enabled: bool = True) -> bool:
+    """CPU training: let glibc keep freed memory for reuse instead of unmapping it (process-wide).
+
+    By default every large tensor is a fresh mmap whose pages fault in (zero-filled) on first touch
+    and are unmapped when freed, step after step; with this, freed memory is reused from the heap.
+    The process keeps its peak memory mapped (RSS stays at the high-water mark). Returns whether
+    the settings were applied (False off glibc). No effect on results.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    if enabled:
+        ok = libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1)
+    else:  # glibc's defaults (its dynamic mmap threshold stays off once set)
+        ok = libc.mallopt(m_mmap_max, 65536) and libc.mallopt(m_trim_threshold, 128 * 1024)
+    return bool(ok)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +20,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from ..atomic import atomic_path
 
 POOLINGS = ("avg", "avg_last4", "patch")
 
@@ -190,15 +191,8 @@ class FeatureCache:
     def save(self, fingerprint: str, feats: torch.Tensor, labels: torch.Tensor) -> Path:
         """Write an entry via a temp file in the same folder and os.replace, so readers never see half a file."""
         final = self.path(fingerprint)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{fingerprint}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({"feats": feats.detach().cpu(), "labels": torch.as_tensor(labels).cpu()}, f)
-            os.replace(tmp, final)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(final) as tmp:
+            torch.save({"feats": feats.detach().cpu(), "labels": torch.as_tensor(labels).cpu()}, tmp)
         return final
 
     def get_or_compute(self, fingerprint: str,

@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+
+from ..atomic import atomic_path
 
 logger = logging.getLogger("openjepa.search")
 
@@ -683,15 +684,8 @@ class Index:
         meta = {**self.meta, "n": len(self), "openjepa_version": __version__}
         header = {"format": "pt", "openjepa_format": INDEX_FORMAT, "format_version": INDEX_VERSION,
                   "meta": json.dumps(meta, sort_keys=True)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata=header)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return path
 
     @classmethod

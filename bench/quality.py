@@ -6,6 +6,11 @@ kNN), the same architecture at its random initialisation, and raw pixels (PCA-10
 
     python bench/quality.py --data ../shared/data/cifar10_32px.npz --minutes 60
     python bench/quality.py --data ../shared/data/imagenette2_64px.npz --minutes 60 --config imagenette64_vit_tiny_p8
+
+Tuning mode (`--val N`): the last N train images become the evaluation split, so recipes are chosen
+without looking at the test split. `--knn-every E` records a kNN curve (also drawn as
+<out>/knn_vs_time.png); <out>/pca_maps.png shows the learned patch features; <out>/quality.json
+holds the printed line.
 """
 
 from __future__ import annotations
@@ -33,6 +38,19 @@ def default_recipe(data: str) -> str:
     raise SystemExit(f"no default recipe for {data}; pass --config")
 
 
+def validation_split(data: str, n_val: int, out: Path) -> Path:
+    """An .npz whose test split is the last `n_val` train images and whose train split is the rest."""
+    import numpy as np
+
+    with np.load(data) as z:
+        x, y = z["x_train"], z["y_train"]
+    if not 0 < n_val < len(x):
+        raise SystemExit(f"--val {n_val}: must be between 1 and {len(x) - 1} (the train split has {len(x)} images)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, x_train=x[:-n_val], y_train=y[:-n_val], x_test=x[-n_val:], y_test=y[-n_val:])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help=".npz dataset (x_train, y_train, x_test, y_test)")
@@ -42,14 +60,40 @@ def main() -> None:
     ap.add_argument("--out", default="runs/quality", help="run folder (must be new)")
     ap.add_argument("--pooling", default="avg", choices=["avg", "avg_last4"])
     ap.add_argument("--max-test", type=int, help="evaluate on the first N test images only")
+    ap.add_argument("--val", type=int, default=0, metavar="N",
+                    help="tuning mode: hold out the last N train images as the evaluation split (pretraining and "
+                         "probes then never see the test split)")
+    ap.add_argument("--cache", help="feature cache folder, shareable between runs (default: <out>/features)")
+    ap.add_argument("--knn-every", type=int, default=0, metavar="EPOCHS",
+                    help="kNN monitor (2,000 train / 1,000 test images) every N epochs, for kNN-vs-time curves")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     recipe = recipe_path(args.config or default_recipe(args.data))
+    if args.val:
+        args.data = str(validation_split(args.data, args.val, Path(args.out).with_name(Path(args.out).name + "-val.npz")))
     overrides = [f"data.dataset={args.data}", f"logging.folder={args.out}", *args.overrides]
+    if args.knn_every:
+        overrides.append(f"logging.eval_every_epochs={args.knn_every}")
     cfg, step_s = budgeted_config(recipe, overrides, args.minutes)
+    curve: list[dict] = []
+    monitor = None
+    if args.knn_every:
+        from openjepa.evaluate.runner import knn_monitor
+
+        knn = knn_monitor(args.data, cfg.data.crop_size)
+
+        def monitor(model, epoch: int) -> dict:
+            minutes = (time.perf_counter() - t0) / 60
+            out = knn(model, epoch)
+            curve.append({"epoch": epoch, "minutes": round(minutes, 2), "knn_top1": round(out["knn_top1"], 4)})
+            return out
+
+        start = knn(build_model(cfg), 0)  # the initialisation's kNN: the curve's first point
+        curve.append({"epoch": 0, "minutes": 0.0, "knn_top1": round(start["knn_top1"], 4)})
+
     t0 = time.perf_counter()
-    result = fit(cfg, progress=False)
+    result = fit(cfg, progress=False, on_epoch_end=monitor)
     train_minutes = (time.perf_counter() - t0) / 60
 
     learned = build_model(cfg).target_encoder
@@ -58,17 +102,39 @@ def main() -> None:
 
     def top1(encoder, task: str) -> float:
         return round(evaluate_encoder(encoder, args.data, task, pooling=args.pooling, max_test=args.max_test,
-                                      progress=False)["top1"], 4)
+                                      cache_dir=args.cache or Path(args.out) / "features", progress=False)["top1"], 4)
 
-    print(json.dumps({
-        "dataset": Path(args.data).name, "minutes": args.minutes, "epochs": result.epochs_completed,
+    line = {
+        "dataset": Path(args.data).name, **({"val_holdout": args.val} if args.val else {}), "minutes": args.minutes, "epochs": result.epochs_completed,
         "steps": result.steps, "train_minutes": round(train_minutes, 1), "seconds_per_step": round(step_s, 3),
         "recipe": recipe.stem, "overrides": args.overrides, "pooling": args.pooling,
         "ijepa_linear_top1": top1(learned, "linear"), "ijepa_knn_top1": top1(learned, "knn"),
         "random_linear_top1": top1(random_init, "linear"), "random_knn_top1": top1(random_init, "knn"),
         "pixels_linear_top1": round(evaluate_encoder("pixels", args.data, "linear", max_test=args.max_test,
                                                      progress=False)["top1"], 4),
-    }))
+        **({"knn_curve": curve} if curve else {}),
+    }
+    write_figures(args, cfg, learned, curve)
+    (Path(args.out) / "quality.json").write_text(json.dumps(line) + "\n")
+    print(json.dumps(line))
+
+
+def write_figures(args: argparse.Namespace, cfg, encoder, curve: list[dict]) -> None:
+    """The run's kNN-vs-time curve and PCA maps of the learned patch features, next to its checkpoints."""
+    import torch
+
+    from openjepa.evaluate.runner import eval_datasets
+    from openjepa.viz import plot_knn_curves, plot_pca_maps
+
+    out = Path(args.out)
+    if curve:
+        plot_knn_curves({f"{Path(args.data).stem} ({args.minutes:g} min)": curve}, out / "knn_vs_time.png")
+    _, test = eval_datasets(args.data, cfg.data.crop_size, max_test=64)
+    imgs = torch.stack([test[i][0] for i in range(len(test))])
+    with torch.no_grad():
+        tokens = encoder.eval()(imgs)
+    plot_pca_maps(imgs, tokens, tuple(encoder.grid_size), out / "pca_maps.png")
+    plot_pca_maps(imgs, tokens, tuple(encoder.grid_size), out / "pca_maps_content.png", center_positions=True)
 
 
 if __name__ == "__main__":

@@ -363,7 +363,7 @@ def test_recipes__small_configs_point_at_shared_data():
     root = CONFIG_DIR.parent
     for name in ("cifar10_vit_tiny_p4", "imagenette64_vit_tiny_p8"):
         cfg = load_config(CONFIG_DIR / f"{name}.yaml")
-        assert cfg.meta.model_name == "vit_tiny" and cfg.meta.use_bfloat16 is False
+        assert cfg.meta.model_name == "vit_tiny" and cfg.meta.depth == 6 and cfg.meta.use_bfloat16 is False
         assert cfg.optimization.ema == (0.998, 1.0) and cfg.optimization.lr == 5e-4
         assert cfg.data.crop_size // cfg.mask.patch_size == 8
         assert cfg.data.dataset.startswith("../shared/data/")

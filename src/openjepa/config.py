@@ -99,6 +99,10 @@ class DataConfig:
     shuffle_buffer: int = 1000  # samples held by the shuffle buffer of a "shards:" dataset (per worker)
 
 
+# mask.strategy=block (paper Table 6): one target of scale 0.6, the context is the rest of the image.
+BLOCK_SCALES = {"mask.enc_mask_scale": (1.0, 1.0), "mask.pred_mask_scale": (0.6, 0.6)}
+
+
 @dataclass
 class MaskConfig:
     """Context/target block sampling (multi-block by default) and the reference-quirk switches."""
@@ -489,9 +493,10 @@ def _check_coupled(cfg: Config) -> None:
     if k.min_keep >= num_patches:
         raise _fail("mask.min_keep", k.min_keep, f"not below the {num_patches} patches of the grid",
                     f"set mask.min_keep < {num_patches}")
-    if k.strategy == "multiblock":  # a block is kept only if it has more than min_keep patches
+    if k.strategy in ("multiblock", "block"):  # a block is kept only if it has more than min_keep patches
         for key in ("mask.pred_mask_scale", "mask.enc_mask_scale"):
-            largest = int(num_patches * _get(cfg, key)[1])
+            scale = _get(cfg, key) if k.strategy == "multiblock" else BLOCK_SCALES[key]
+            largest = int(num_patches * scale[1])
             if largest <= k.min_keep:
                 raise _fail(key, _get(cfg, key), f"the largest block ({largest} of {num_patches} "
                             f"patches) never exceeds mask.min_keep={k.min_keep}",

@@ -18,6 +18,7 @@ COMMANDS = {
     "index": ("index", "embed a folder of images into a similarity index (updated incrementally)"),
     "similar": ("similar", "nearest images of a query image or folder in an index, with a grid"),
     "report": ("report", "one self-contained HTML report of what a checkpoint learned"),
+    "viz": ("viz", "figures: `viz predict` decodes the predictor's outputs behind the mask (paper Fig. 6)"),
 }
 
 

@@ -191,21 +191,6 @@ def _class_names(train_ds: Any, classes: torch.Tensor) -> list[str]:
     return out
 
 
-def _mask_collator(folder: Path | None, img_size: int, patch_size: int) -> tuple[Any, str]:
-    """The run's mask collator (its params-ijepa.yaml) at the encoder's size, or the defaults."""
-    from ..config import load_config
-    from ..train.loop import build_collator
-
-    params = folder / "params-ijepa.yaml" if folder is not None else None
-    over = [f"data.crop_size={img_size}", f"mask.patch_size={patch_size}"]
-    if params is not None and params.is_file():
-        return build_collator(load_config(params, over)), f"mask settings of {params.name}"
-    # No run recipe: the reference multi-block settings, with min_keep small enough for tiny grids.
-    grid = (img_size // patch_size) ** 2
-    return (build_collator(load_config(None, over + [f"mask.min_keep={min(10, max(0, grid // 16))}"])),
-            "the reference's multi-block mask settings (no params-ijepa.yaml next to the checkpoint)")
-
-
 def _last_logged(metrics_csv: Path) -> dict[str, float]:
     from ..viz import read_metrics_csv
 
@@ -238,6 +223,7 @@ def write_report(checkpoint: Any, data: str, out: str | Path, *, encoder: Any = 
     from ..evaluate._common import encode_labels
     from ..evaluate.runner import eval_datasets
     from ..search import Index
+    from ..train.loop import run_mask_collator
     from ..train.monitor import collapse_stats, collapse_warning
     from ..viz import denormalize, plot_masks, plot_pca_maps, plot_retrieval_grid, plot_training_curves
 
@@ -334,7 +320,7 @@ def write_report(checkpoint: Any, data: str, out: str | Path, *, encoder: Any = 
 
         # ---- masks
         def masks() -> str:
-            collator, origin = _mask_collator(folder, img_size, patch)
+            collator, origin = run_mask_collator(folder, img_size, patch)
             collator.set_epoch(0)
             batch, masks_enc, masks_pred = collator([(sample[i], 0) for i in range(n_show)])
             uri = fig(lambda p: plot_masks(batch[0], masks_enc, masks_pred, grid, p, max_images=n_show, dpi=90))

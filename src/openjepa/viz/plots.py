@@ -423,11 +423,17 @@ def pca_rgb(patch_features: torch.Tensor, grid: tuple[int, int], percentile: flo
 
 
 def plot_pca_maps(images: torch.Tensor, patch_features: torch.Tensor, grid: tuple[int, int],
-                  out_png: str | Path, max_images: int = 8, dpi: int = 120) -> Path:
-    """Each image beside the RGB map of its patch features' top-3 principal components."""
+                  out_png: str | Path, max_images: int = 8, dpi: int = 120, center_positions: bool = False) -> Path:
+    """Each image beside the RGB map of its patch features' top-3 principal components.
+
+    center_positions: subtract each grid position's mean feature over the batch first, so the
+    components show what varies with image content rather than the position signal every image shares.
+    """
     gh, gw = _check_grid(grid)
     if images.shape[0] != patch_features.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {patch_features.shape[0]} feature maps")
+    if center_positions:
+        patch_features = patch_features - patch_features.mean(dim=0, keepdim=True)
     # Fit on the whole batch (not only the drawn images) so colours mean the same across panels.
     maps = pca_rgb(patch_features, (gh, gw))
     n = min(int(images.shape[0]), int(max_images))
@@ -449,8 +455,9 @@ def plot_pca_maps(images: torch.Tensor, patch_features: torch.Tensor, grid: tupl
         ax_pca.set_title("PCA of patch features", fontsize=8)
         _hide_ticks(ax_img)
         _hide_ticks(ax_pca)
+    centred = ", each position's mean removed" if center_positions else ""
     fig.suptitle(f"patch features, top-3 principal components as RGB ({gh}x{gw} grid, "
-                 f"fit on {patch_features.shape[0]} images)", fontsize=11)
+                 f"fit on {patch_features.shape[0]} images{centred})", fontsize=11)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.5 / fig.get_figheight(),
                         bottom=0.05, wspace=0.05, hspace=0.3)
     return _save(fig, out_png, dpi)
@@ -503,4 +510,34 @@ def plot_retrieval_grid(query_images: Sequence[ImageLike], neighbour_images: Seq
     fig.suptitle("nearest neighbours (cosine similarity)", fontsize=11)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.45 / fig.get_figheight(),
                         bottom=0.1 / fig.get_figheight())
+    return _save(fig, out_png, dpi)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. kNN accuracy against training time
+# ----------------------------------------------------------------------------------------------
+
+def plot_knn_curves(curves: dict[str, Sequence[dict]], out_png: str | Path, x: str = "minutes",
+                    floors: dict[str, float] | None = None, dpi: int = 120) -> Path:
+    """One line per run of kNN top-1 against `x` ("minutes" or "epoch"); `floors` draws labelled dashed levels.
+
+    Each curve is a list of {"minutes", "epoch", "knn_top1"} points, as `bench/quality.py --knn-every` records.
+    """
+    if not curves:
+        raise ValueError("no curves to plot")
+    fig = _new_figure((6.4, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (label, points) in enumerate(curves.items()):
+        if not points:
+            raise ValueError(f"curve {label!r} has no points")
+        xs = [float(p[x]) for p in points]
+        ys = [float(p["knn_top1"]) for p in points]
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=label,
+                color=TARGET_COLORS[i % len(TARGET_COLORS)])
+    for j, (label, level) in enumerate((floors or {}).items()):
+        ax.axhline(level, linestyle="--", linewidth=1, color="0.5" if j == 0 else "0.7", label=label)
+    _style(ax, "kNN top-1 of the target encoder during pretraining", "kNN top-1 (held-out)",
+           "training minutes (wall clock, this machine)" if x == "minutes" else x)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, out_png, dpi)

@@ -1,0 +1,66 @@
+"""bench/quality.py end to end on a tiny .npz: pretrain within a budget, probe, print the issue's JSON line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+KEYS = ("dataset", "minutes", "epochs", "ijepa_linear_top1", "ijepa_knn_top1", "random_linear_top1",
+        "random_knn_top1", "pixels_linear_top1")
+
+
+def _tiny_npz(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    n_train, n_test = 96, 40
+    y = np.arange(n_train + n_test) % 2
+    x = rng.integers(0, 60, size=(n_train + n_test, 32, 32, 3), dtype=np.uint8)
+    x[y == 1, 8:24, 8:24] = 220  # class 1: a bright square, so a probe has something to find
+    np.savez(path, x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:])
+    return path
+
+
+def test_bench_quality__json_line_figures_and_a_knn_curve(tmp_path):
+    data = _tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "run"
+    tiny = ["meta.depth=1", "meta.pred_depth=1", "meta.pred_emb_dim=48", "data.crop_size=32",
+            "data.batch_size=16", "mask.patch_size=4", "mask.min_keep=4", "logging.tensorboard=false",
+            "logging.plots=false", "logging.collapse_every_steps=0"]
+    cmd = [sys.executable, str(REPO / "bench" / "quality.py"), "--data", str(data), "--minutes", "0.05",
+           "--config", "demo", "--out", str(out), "--knn-every", "1", "--pooling", "avg_last4"]
+    for o in tiny:
+        cmd += ["--set", o]
+    lines = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()
+    assert len(lines) == 1
+    res = json.loads(lines[0])
+    for key in KEYS:
+        assert key in res, key
+    assert res["dataset"] == "tiny.npz" and res["steps"] >= 1  # a tiny budget may stop inside epoch 1
+    for key in KEYS[3:]:
+        assert 0.0 <= res[key] <= 1.0
+    curve = res["knn_curve"]
+    assert curve[0]["epoch"] == 0 and [p["epoch"] for p in curve[1:]] == list(range(1, len(curve)))
+    assert all(b["minutes"] >= a["minutes"] for a, b in zip(curve, curve[1:]))
+    assert json.loads((out / "quality.json").read_text()) == res
+    for png in ("knn_vs_time.png", "pca_maps.png"):
+        with Image.open(out / png) as im:
+            assert im.size[0] > 200
+
+
+def test_bench_ablations__one_quality_command_per_row_with_its_switch(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "ablations.py"), "--data", "x.npz", "--minutes", "3",
+                          "--out", str(tmp_path), "--dry-run"], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.strip().splitlines()
+    switches = {"ijepa": None, "pixels": "optimization.target=pixels", "random_mask": "mask.strategy=random",
+                "one_block": "mask.strategy=block", "target_from_input": "optimization.target_from=input",
+                "pred_depth_1": "meta.pred_depth=1"}
+    assert len(out) == len(switches)
+    for line, (row, switch) in zip(out, switches.items()):
+        assert "bench/quality.py" in line and f"--out {tmp_path / row}" in line
+        assert f"--cache {tmp_path / 'features'}" in line  # shared: random init and pixels computed once
+        assert (f"--set {switch}" in line) if switch else "--set" not in line

@@ -18,12 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import platform
 import time
 from pathlib import Path
 
-from openjepa.config import recipe_path
+import torch
+
+from openjepa.config import load_config, recipe_path
+from openjepa.distributed import resolve_device
 from openjepa.evaluate.runner import evaluate_encoder
-from openjepa.train.budget import budgeted_config
+from openjepa.train.budget import budgeted_config, seconds_per_step
 from openjepa.train.checkpoint import load_checkpoint
 from openjepa.train.loop import build_model, fit
 
@@ -66,22 +70,34 @@ def main() -> None:
     ap.add_argument("--cache", help="feature cache folder, shareable between runs (default: <out>/features)")
     ap.add_argument("--knn-every", type=int, default=0, metavar="EPOCHS",
                     help="kNN monitor (2,000 train / 1,000 test images) every N epochs, for kNN-vs-time curves")
+    ap.add_argument("--epochs", type=int, metavar="E",
+                    help="a fixed schedule of E epochs (warmup 10%%) instead of one sized to --minutes, "
+                         "which then only caps the run (for GPUs, where the data loader can set the pace)")
+    ap.add_argument("--device", default="auto", help="training and evaluation device: auto, cpu, cuda, cuda:N")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     recipe = recipe_path(args.config or default_recipe(args.data))
     if args.val:
         args.data = str(validation_split(args.data, args.val, Path(args.out).with_name(Path(args.out).name + "-val.npz")))
-    overrides = [f"data.dataset={args.data}", f"logging.folder={args.out}", *args.overrides]
+    overrides = [f"data.dataset={args.data}", f"logging.folder={args.out}", f"meta.device={args.device}",
+                 *args.overrides]
     if args.knn_every:
         overrides.append(f"logging.eval_every_epochs={args.knn_every}")
-    cfg, step_s = budgeted_config(recipe, overrides, args.minutes)
+    if args.epochs:
+        cfg = load_config(recipe, [*overrides, f"optimization.epochs={args.epochs}",
+                                   f"optimization.warmup={max(1, round(0.1 * args.epochs))}",
+                                   f"optimization.max_minutes={args.minutes}"])
+        step_s = seconds_per_step(cfg)
+    else:
+        cfg, step_s = budgeted_config(recipe, overrides, args.minutes)
+    device = resolve_device(cfg.meta.device)
     curve: list[dict] = []
     monitor = None
     if args.knn_every:
         from openjepa.evaluate.runner import knn_monitor
 
-        knn = knn_monitor(args.data, cfg.data.crop_size)
+        knn = knn_monitor(args.data, cfg.data.crop_size, device=device)
 
         def monitor(model, epoch: int) -> dict:
             minutes = (time.perf_counter() - t0) / 60
@@ -102,7 +118,7 @@ def main() -> None:
 
     def top1(encoder, task: str) -> float:
         return round(evaluate_encoder(encoder, args.data, task, pooling=args.pooling, max_test=args.max_test,
-                                      cache_dir=args.cache or Path(args.out) / "features", progress=False)["top1"], 4)
+                                      device=device, cache_dir=args.cache or Path(args.out) / "features", progress=False)["top1"], 4)
 
     line = {
         "dataset": Path(args.data).name, **({"val_holdout": args.val} if args.val else {}), "minutes": args.minutes, "epochs": result.epochs_completed,
@@ -111,7 +127,8 @@ def main() -> None:
         "ijepa_linear_top1": top1(learned, "linear"), "ijepa_knn_top1": top1(learned, "knn"),
         "random_linear_top1": top1(random_init, "linear"), "random_knn_top1": top1(random_init, "knn"),
         "pixels_linear_top1": round(evaluate_encoder("pixels", args.data, "linear", max_test=args.max_test,
-                                                     progress=False)["top1"], 4),
+                                                     device=device, progress=False)["top1"], 4),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         **({"knn_curve": curve} if curve else {}),
     }
     write_figures(args, cfg, learned, curve)
@@ -121,8 +138,6 @@ def main() -> None:
 
 def write_figures(args: argparse.Namespace, cfg, encoder, curve: list[dict]) -> None:
     """The run's kNN-vs-time curve and PCA maps of the learned patch features, next to its checkpoints."""
-    import torch
-
     from openjepa.evaluate.runner import eval_datasets
     from openjepa.viz import plot_knn_curves, plot_pca_maps
 
@@ -132,7 +147,7 @@ def write_figures(args: argparse.Namespace, cfg, encoder, curve: list[dict]) -> 
     _, test = eval_datasets(args.data, cfg.data.crop_size, max_test=64)
     imgs = torch.stack([test[i][0] for i in range(len(test))])
     with torch.no_grad():
-        tokens = encoder.eval()(imgs)
+        tokens = encoder.cpu().eval()(imgs)  # evaluation may have left it on the GPU
     plot_pca_maps(imgs, tokens, tuple(encoder.grid_size), out / "pca_maps.png")
     plot_pca_maps(imgs, tokens, tuple(encoder.grid_size), out / "pca_maps_content.png", center_positions=True)
 

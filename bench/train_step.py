@@ -2,8 +2,9 @@
 
 Prints one JSON line. Each configuration runs in its own worker process (own allocator state, own
 peak memory), both start from the same weights and step through the same batches (random images,
-multi-block masks from the real collator). The parent makes them step in turn, never at once:
-AB, BA, AB, ... and reports medians, so load from other processes hits both alike.
+multi-block masks from the real collator). On a CPU the parent makes them step in turn, never at
+once: AB, BA, AB, ... and reports medians, so load from other processes hits both alike; on a GPU
+they run one after the other, each with the whole card's memory.
 
     python bench/train_step.py --model vit_tiny --img-size 224 --patch-size 16 --batch-size 16 --steps 5
     python bench/train_step.py --model vit_huge --patch-size 14 --batch-size 128 --bf16 --pred-depth 12
@@ -182,8 +183,6 @@ def worker(conn, args: argparse.Namespace, role: str) -> None:
             r = train_step(net, optimizer, [batches[i]], 1e-4, 0.04, 0.996, amp_dtype=amp, ema_fn=ema_fn)
             sync(device)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            if device.type == "cuda" and args.release_between_steps:
-                torch.cuda.empty_cache()  # hand the activations' memory to the other process (untimed)
             conn.send((wall, cpu))
             losses.append(r.loss)
         else:
@@ -239,31 +238,51 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
 
     roles = ["fast"] if args.no_baseline else ["eager", "fast"]
-    args.release_between_steps = len(roles) > 1  # two processes share one GPU
+    # CPU: both processes live at once and step in turn (AB, BA, ...), so other load hits both alike.
+    # GPU: one after the other, each with the whole card; interleaving would have to hand memory back
+    # between steps (empty_cache), and re-allocating it would be timed inside every step.
+    sequential = device.type == "cuda"
     ctx = mp.get_context("spawn")
     conns, procs = {}, {}
-    for role in roles:
+
+    def start(role: str) -> None:
         conns[role], child = ctx.Pipe()
         procs[role] = ctx.Process(target=worker, args=(child, args, role), daemon=True)
         procs[role].start()
-    for role in roles:
         assert conns[role].recv() == "ready"
 
-    peak = peak_matmul_tflops(device, dtype, args.peak_size)  # while the workers wait
     times: dict[str, list[float]] = {k: [] for k in roles}
     cpu_times: dict[str, list[float]] = {k: [] for k in roles}
-    for i in range(args.total_steps):
-        for role in (roles if i % 2 == 0 else roles[::-1]):  # AB, BA, AB, ...: one process runs at a time
-            conns[role].send(("step", i))
-            wall, cpu = conns[role].recv()
-            if i >= args.warmup:
-                times[role].append(wall)
-                cpu_times[role].append(cpu)
     final = {}
-    for role in roles:
+
+    def step(role: str, i: int) -> None:
+        conns[role].send(("step", i))
+        wall, cpu = conns[role].recv()
+        if i >= args.warmup:
+            times[role].append(wall)
+            cpu_times[role].append(cpu)
+
+    def finish(role: str) -> None:
         conns[role].send(("finish", None))
         final[role] = conns[role].recv()
         procs[role].join()
+
+    if sequential:
+        peak = peak_matmul_tflops(device, dtype, args.peak_size)
+        for role in roles:
+            start(role)
+            for i in range(args.total_steps):
+                step(role, i)
+            finish(role)
+    else:
+        for role in roles:
+            start(role)
+        peak = peak_matmul_tflops(device, dtype, args.peak_size)  # while the workers wait
+        for i in range(args.total_steps):
+            for role in (roles if i % 2 == 0 else roles[::-1]):  # AB, BA, AB, ...: one process runs at a time
+                step(role, i)
+        for role in roles:
+            finish(role)
     peak = max(peak, peak_matmul_tflops(device, dtype, args.peak_size))
 
     info = final["fast"]

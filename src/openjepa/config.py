@@ -160,6 +160,7 @@ class LoggingConfig:
     write_tag: str = "jepa"
     log_freq: int = 10
     checkpoint_every_steps: int = 0  # 0: checkpoint only at epoch ends
+    checkpoint_every_epochs: int = 1  # >1 for tiny datasets on fast GPUs, where a save can outlast an epoch
     keep_last: int = 3
     eval_every_epochs: int = 0
     tensorboard: bool = True
@@ -419,7 +420,8 @@ _LOWER_BOUNDS = {
     "optimization.accum_steps": (1, False), "optimization.max_steps": (1, False),
     "optimization.max_minutes": (0, True), "logging.log_freq": (1, False),
     "data.shuffle_buffer": (1, False), "optimization.lr_reference_batch": (1, False),
-    "logging.checkpoint_every_steps": (0, False), "logging.keep_last": (1, False),
+    "logging.checkpoint_every_steps": (0, False),
+    "logging.checkpoint_every_epochs": (1, False), "logging.keep_last": (1, False),
     "logging.eval_every_epochs": (0, False), "logging.collapse_every_steps": (0, False),
 }
 

@@ -64,3 +64,28 @@ def test_bench_ablations__one_quality_command_per_row_with_its_switch(tmp_path):
         assert "bench/quality.py" in line and f"--out {tmp_path / row}" in line
         assert f"--cache {tmp_path / 'features'}" in line  # shared: random init and pixels computed once
         assert (f"--set {switch}" in line) if switch else "--set" not in line
+
+
+def test_select_recipe__scores_variants_on_validation_then_runs_the_best_on_test(tmp_path):
+    data = _tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "select"
+    tiny = ["meta.depth=1", "meta.pred_depth=1", "meta.pred_emb_dim=48", "data.crop_size=32",
+            "data.batch_size=16", "mask.patch_size=4", "mask.min_keep=4", "logging.tensorboard=false",
+            "logging.plots=false", "logging.collapse_every_steps=0", "data.num_workers=0"]
+    cmd = [sys.executable, str(REPO / "bench" / "select_recipe.py"), "--data", str(data), "--config", "demo",
+           "--val", "32", "--val-epochs", "1", "--epochs", "2", "--minutes", "2", "--parallel", "2",
+           "--variant", "base:", "--variant", "slow:optimization.lr=1e-5", "--out", str(out)]
+    for o in tiny:
+        cmd += ["--set", o]
+    res = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                                    check=True).stdout.strip().splitlines()[-1])
+    assert set(res["val"]) == {"base", "slow"}
+    scores = {n: v["ijepa_linear_top1"] for n, v in res["val"].items()}
+    assert res["selected"] == max(scores, key=scores.get)
+    assert res["selected_overrides"] == {"base": [], "slow": ["optimization.lr=1e-5"]}[res["selected"]]
+    # the validation runs held out 32 train images; the final run trained on all 96 for the fixed 2 epochs
+    val_run = json.loads((out / f"val-{res['selected']}" / "quality.json").read_text())
+    assert val_run["val_holdout"] == 32 and val_run["epochs"] == 1
+    final = res["final"]
+    assert "val_holdout" not in final and final["epochs"] == 2 and final["steps"] == 2 * (96 // 16)
+    assert json.loads((out / "select.json").read_text()) == res

@@ -153,3 +153,15 @@ def test_tune_cpu_allocator__applies_and_changes_no_result():
         assert tune_cpu_allocator(False)
     for k in ra:
         assert torch.equal(ra[k], rb[k])
+
+
+def test_attention_context__cuda_excludes_cudnn_sdpa_and_restores_it():
+    from openjepa.train.step import attention_context
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_context("cuda"):  # sets the backend flags; needs no GPU to check them
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with attention_context("cpu"):  # CPU steps are untouched (the golden parity path)
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before

@@ -126,6 +126,15 @@ def test_fit__non_finite_loss_stops_naming_the_step_and_the_last_checkpoint(tmp_
     assert [s for s, _ in list_checkpoints(tmp_path / "run")][-1] == 4
 
 
+def test_fit__checkpoint_every_epochs_saves_every_nth_epoch_and_the_last(tmp_path):
+    result = fit(tiny_cfg(tmp_path / "run", "optimization.epochs=3", "logging.checkpoint_every_epochs=2",
+                          "logging.keep_last=10"), progress=False)
+    assert result.steps == 18  # 24 images / batch 4 = 6 steps per epoch
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [12, 18]  # epoch 2, then the last (epoch 3)
+    with pytest.raises(ValueError, match="checkpoint_every_epochs"):
+        tiny_cfg(tmp_path / "bad", "logging.checkpoint_every_epochs=0")
+
+
 def test_fit__knn_monitor_logs_held_out_accuracy_every_epoch(tmp_path):
     from openjepa.evaluate.runner import knn_monitor
 
@@ -136,7 +145,7 @@ def test_fit__knn_monitor_logs_held_out_accuracy_every_epoch(tmp_path):
     assert len(knn) == 2 and all(0.0 <= v <= 1.0 for v in knn)
 
 
-@pytest.mark.parametrize("recipe", ["demo", "cifar10_vit_tiny_p4", "imagenette64_vit_tiny_p8"])
+@pytest.mark.parametrize("recipe", ["demo", "cifar10_vit_tiny_p4", "imagenette64_vit_tiny_p8", "imagenette64_vit_tiny_p4"])
 def test_fit__shipped_small_recipes_train(recipe, tmp_path):
     from openjepa.config import recipe_path
     from tests.conftest import DATA_DIR

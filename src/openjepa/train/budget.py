@@ -14,18 +14,31 @@ from .step import train_step
 
 
 def seconds_per_step(cfg: Config, steps: int = 3) -> float:
-    """Time a few real training steps of this config on this machine (after one warm-up step)."""
-    from .loop import build_collator, build_model, build_train_dataset
+    """Time a few real training steps of this config on its device (after one warm-up step)."""
+    import torch
 
-    model = build_model(cfg)
-    optimizer = make_optimizer(model.encoder, model.predictor)
+    from ..distributed import resolve_device
+    from .loop import amp_dtype_for, build_collator, build_model, build_train_dataset
+
+    device = resolve_device(cfg.meta.device)
+    model = build_model(cfg).to(device)
+    optimizer = make_optimizer(model.encoder, model.predictor, fused=device.type == "cuda")
     dataset, collator = build_train_dataset(cfg), build_collator(cfg)
     batch = collator([dataset[i] for i in range(cfg.data.batch_size)])
-    micro = [(batch[0][0], batch[1], batch[2])]
-    train_step(model, optimizer, micro, 1e-4, 0.04, 0.996)
+    micro = [(batch[0][0].to(device), [m.to(device) for m in batch[1]], [m.to(device) for m in batch[2]])]
+    amp = amp_dtype_for(cfg, device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(1 if device.type == "cpu" else 3):  # warm-up (cuBLAS handles, autotuning)
+        train_step(model, optimizer, micro, 1e-4, 0.04, 0.996, amp_dtype=amp)
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_step(model, optimizer, micro, 1e-4, 0.04, 0.996)
+        train_step(model, optimizer, micro, 1e-4, 0.04, 0.996, amp_dtype=amp)
+    sync()
     return (time.perf_counter() - t0) / steps
 
 

@@ -374,7 +374,8 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, env: DistEn
                     break  # stopped mid-epoch: the checkpoint below records where
                 drain()
                 epoch, batch_in_epoch = epoch + 1, 0
-                last_ckpt = save("epoch", reference=True)
+                if epoch % log_cfg.checkpoint_every_epochs == 0 or epoch == opt_cfg.epochs:
+                    last_ckpt = save("epoch", reference=True)
                 epoch_losses = []
                 if on_epoch_end is not None and log_cfg.eval_every_epochs and epoch % log_cfg.eval_every_epochs == 0:
                     if env.is_main and not sharded:

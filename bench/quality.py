@@ -74,6 +74,9 @@ def main() -> None:
                     help="a fixed schedule of E epochs (warmup 10%%) instead of one sized to --minutes, "
                          "which then only caps the run (for GPUs, where the data loader can set the pace)")
     ap.add_argument("--device", default="auto", help="training and evaluation device: auto, cpu, cuda, cuda:N")
+    ap.add_argument("--no-floors", dest="floors", action="store_false",
+                    help="skip the random-init and raw-pixel floors (they do not depend on mask or optimiser "
+                         "settings; recipe selection saves their probe time)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -125,9 +128,10 @@ def main() -> None:
         "steps": result.steps, "train_minutes": round(train_minutes, 1), "seconds_per_step": round(step_s, 3),
         "recipe": recipe.stem, "overrides": args.overrides, "pooling": args.pooling,
         "ijepa_linear_top1": top1(learned, "linear"), "ijepa_knn_top1": top1(learned, "knn"),
-        "random_linear_top1": top1(random_init, "linear"), "random_knn_top1": top1(random_init, "knn"),
-        "pixels_linear_top1": round(evaluate_encoder("pixels", args.data, "linear", max_test=args.max_test,
-                                                     device=device, progress=False)["top1"], 4),
+        **({"random_linear_top1": top1(random_init, "linear"), "random_knn_top1": top1(random_init, "knn"),
+            "pixels_linear_top1": round(evaluate_encoder("pixels", args.data, "linear", max_test=args.max_test,
+                                                         device=device, progress=False)["top1"], 4)}
+           if args.floors else {}),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         **({"knn_curve": curve} if curve else {}),
     }

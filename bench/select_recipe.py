@@ -4,7 +4,8 @@ Each variant is a set of config overrides. Every variant runs `bench/quality.py 
 and probes never see the test split), concurrently when `--parallel` > 1 (a GPU has room for several
 small runs); the variant with the best validation linear-probe top-1 is then pretrained again on the
 whole train split and evaluated on test. Prints one JSON line with every validation score and the
-final result, and writes it to <out>/select.json.
+final result, and writes it to <out>/select.json. `--resume` reuses the validation (and final) results
+already in <out>, so a selection can be interrupted or widened with more variants without rerunning them.
 
     python bench/select_recipe.py --data ../shared/data/imagenette2_64px.npz --config imagenette64_vit_tiny_p4 \\
         --val 500 --val-epochs 50 --epochs 120 --minutes 3.4 --parallel 3 --set data.num_workers=4 \\
@@ -32,13 +33,17 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [s for s in rest.split(";") if s]
 
 
-def quality_cmd(args: argparse.Namespace, out: Path, overrides: list[str], epochs: int, val: int) -> list[str]:
-    cmd = [sys.executable, QUALITY, "--data", args.data, "--minutes", str(args.minutes), "--epochs", str(epochs),
+def quality_cmd(args: argparse.Namespace, out: Path, overrides: list[str], epochs: int, val: int,
+                minutes: float) -> list[str]:
+    """One bench/quality.py run; epochs 0 sizes the schedule to `minutes` of measured step time."""
+    cmd = [sys.executable, QUALITY, "--data", args.data, "--minutes", str(minutes),
            "--pooling", args.pooling, "--out", str(out)]
+    if epochs:
+        cmd += ["--epochs", str(epochs)]
     if args.config:
         cmd += ["--config", args.config]
     if val:
-        cmd += ["--val", str(val)]
+        cmd += ["--val", str(val), "--no-floors"]  # the floors do not depend on the variant
     for o in [*args.set, *overrides]:
         cmd += ["--set", o]
     return cmd
@@ -69,29 +74,54 @@ def main() -> None:
     ap.add_argument("--variant", action="append", required=True, metavar="NAME:KEY=VALUE;...")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every run")
     ap.add_argument("--val", type=int, required=True, help="validation images held out from the end of train")
-    ap.add_argument("--val-epochs", type=int, required=True, help="schedule length of the validation runs")
-    ap.add_argument("--epochs", type=int, required=True, help="schedule length of the final run")
-    ap.add_argument("--minutes", type=float, default=60, help="wall-clock cap of each run")
+    ap.add_argument("--val-epochs", type=int, required=True,
+                    help="schedule length of the validation runs (0: sized to --val-minutes of measured step time)")
+    ap.add_argument("--epochs", type=int, required=True,
+                    help="schedule length of the final run (0: sized to --minutes of measured step time)")
+    ap.add_argument("--minutes", type=float, default=60, help="wall-clock budget (or cap) of the final run")
+    ap.add_argument("--val-minutes", type=float, help="wall-clock budget (or cap) of each validation run "
+                                                      "(default: --minutes)")
     ap.add_argument("--pooling", default="avg_last4", choices=["avg", "avg_last4"])
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--out", default="runs/select")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the validation results already in --out (same settings), run only the missing ones")
     args = ap.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=False)
+    out.mkdir(parents=True, exist_ok=args.resume)
     variants = dict(parse_variant(v) for v in args.variant)
-    val = run_all({n: quality_cmd(args, out / f"val-{n}", o, args.val_epochs, args.val) for n, o in variants.items()},
-                  args.parallel, out)
+    val_minutes = args.val_minutes if args.val_minutes is not None else args.minutes
+    val, todo = {}, {}
+    for n, o in variants.items():
+        done = out / f"val-{n}" / "quality.json"
+        if done.exists():
+            val[n] = json.loads(done.read_text())
+            if val[n].get("overrides") != [*args.set, *o]:
+                raise SystemExit(f"{done} was run with overrides {val[n].get('overrides')}, not {[*args.set, *o]}; "
+                                 f"use another --out or rename the variant")
+        elif (out / f"val-{n}").exists():
+            raise SystemExit(f"{out / f'val-{n}'} holds an unfinished run; delete it to rerun variant {n!r}")
+        else:
+            todo[n] = quality_cmd(args, out / f"val-{n}", o, args.val_epochs, args.val, val_minutes)
+    val.update(run_all(todo, args.parallel, out))
+    val = {n: val[n] for n in variants}
     scored = {n: r["ijepa_linear_top1"] for n, r in val.items() if "ijepa_linear_top1" in r}
     if not scored:
         raise SystemExit(f"every validation run failed: {val}")
     best = max(scored, key=scored.get)
     line = {"data": Path(args.data).name, "config": args.config, "val_holdout": args.val,
-            "val_epochs": args.val_epochs, "val": {n: {k: r.get(k) for k in ("ijepa_linear_top1", "ijepa_knn_top1",
-                                                                             "random_linear_top1", "error")}
+            "val_epochs": args.val_epochs, "val_minutes": val_minutes,
+            "val": {n: {k: r.get(k) for k in ("ijepa_linear_top1", "ijepa_knn_top1", "epochs", "steps",
+                                              "seconds_per_step", "error")}
                                                     for n, r in val.items()},
             "selected": best, "selected_overrides": variants[best]}
     (out / "select.json").write_text(json.dumps(line) + "\n")  # kept even if the final run fails
-    final = run_all({"final": quality_cmd(args, out / "final", variants[best], args.epochs, 0)}, 1, out)["final"]
+    done = out / f"final-{best}" / "quality.json"
+    if args.resume and done.exists():
+        final = json.loads(done.read_text())
+    else:
+        final = run_all({f"final-{best}": quality_cmd(args, out / f"final-{best}", variants[best], args.epochs, 0,
+                                                      args.minutes)}, 1, out)[f"final-{best}"]
     line["final"] = final
     (out / "select.json").write_text(json.dumps(line) + "\n")
     print(json.dumps(line))

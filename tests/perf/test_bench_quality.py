@@ -73,7 +73,8 @@ def test_select_recipe__scores_variants_on_validation_then_runs_the_best_on_test
             "data.batch_size=16", "mask.patch_size=4", "mask.min_keep=4", "logging.tensorboard=false",
             "logging.plots=false", "logging.collapse_every_steps=0", "data.num_workers=0"]
     cmd = [sys.executable, str(REPO / "bench" / "select_recipe.py"), "--data", str(data), "--config", "demo",
-           "--val", "32", "--val-epochs", "1", "--epochs", "2", "--minutes", "2", "--parallel", "2",
+           "--val", "32", "--val-epochs", "1", "--epochs", "2", "--minutes", "2", "--val-minutes", "1.5",
+           "--parallel", "2",
            "--variant", "base:", "--variant", "slow:optimization.lr=1e-5", "--out", str(out)]
     for o in tiny:
         cmd += ["--set", o]
@@ -85,7 +86,27 @@ def test_select_recipe__scores_variants_on_validation_then_runs_the_best_on_test
     assert res["selected_overrides"] == {"base": [], "slow": ["optimization.lr=1e-5"]}[res["selected"]]
     # the validation runs held out 32 train images; the final run trained on all 96 for the fixed 2 epochs
     val_run = json.loads((out / f"val-{res['selected']}" / "quality.json").read_text())
-    assert val_run["val_holdout"] == 32 and val_run["epochs"] == 1
+    assert val_run["val_holdout"] == 32 and val_run["epochs"] == 1 and val_run["minutes"] == 1.5
+    assert "random_linear_top1" not in val_run  # floors are skipped while selecting
     final = res["final"]
     assert "val_holdout" not in final and final["epochs"] == 2 and final["steps"] == 2 * (96 // 16)
+    assert final["minutes"] == 2 and {"random_linear_top1", "pixels_linear_top1"} <= set(final)
     assert json.loads((out / "select.json").read_text()) == res
+
+    # --resume reuses finished validation runs and only runs the new variant
+    stamps = {n: (out / f"val-{n}" / "quality.json").stat().st_mtime_ns for n in ("base", "slow")}
+    again = [*cmd, "--resume", "--variant", "fast:optimization.lr=1e-3"]
+    res2 = json.loads(subprocess.run(again, capture_output=True, text=True, timeout=900,
+                                     check=True).stdout.strip().splitlines()[-1])
+    assert set(res2["val"]) == {"base", "slow", "fast"}
+    assert {n: res2["val"][n] for n in ("base", "slow")} == {n: res["val"][n] for n in ("base", "slow")}
+    assert {n: (out / f"val-{n}" / "quality.json").stat().st_mtime_ns for n in ("base", "slow")} == stamps
+    # a reused result must come from the same overrides, and an unfinished run is not silently replaced
+    clash = [*cmd[:cmd.index("--variant")], "--resume", "--variant", "base:optimization.lr=1e-2", "--out", str(out)]
+    for o in tiny:
+        clash += ["--set", o]
+    bad = subprocess.run(clash, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "was run with overrides" in bad.stderr
+    (out / "val-half").mkdir()
+    bad = subprocess.run([*again, "--variant", "half:optimization.lr=1e-4"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "unfinished run" in bad.stderr

@@ -13,19 +13,32 @@ from .optim import make_optimizer
 from .step import train_step
 
 
-def seconds_per_step(cfg: Config, steps: int = 3) -> float:
-    """Time a few real training steps of this config on its device (after one warm-up step)."""
+def timing_batches(cfg: Config, n: int) -> list[tuple]:
+    """`n` collated batches with independent mask draws, as the training loop would see them."""
+    from .loop import build_collator, build_train_dataset
+
+    dataset, collator = build_train_dataset(cfg), build_collator(cfg)
+    bs = cfg.data.batch_size
+    return [collator([dataset[(k * bs + i) % len(dataset)] for i in range(bs)]) for k in range(n)]
+
+
+def seconds_per_step(cfg: Config, steps: int = 6) -> float:
+    """Time real training steps of this config on its device (after one warm-up step).
+
+    Each timed step gets its own batch: a step's cost follows its mask draw (the context is cut to the
+    batch minimum, so token counts vary by 2x between batches on small grids), and timing a single draw
+    made budgets 20% off in either direction.
+    """
     import torch
 
     from ..distributed import resolve_device
-    from .loop import amp_dtype_for, build_collator, build_model, build_train_dataset
+    from .loop import amp_dtype_for, build_model
 
     device = resolve_device(cfg.meta.device)
     model = build_model(cfg).to(device)
     optimizer = make_optimizer(model.encoder, model.predictor, fused=device.type == "cuda")
-    dataset, collator = build_train_dataset(cfg), build_collator(cfg)
-    batch = collator([dataset[i] for i in range(cfg.data.batch_size)])
-    micro = [(batch[0][0].to(device), [m.to(device) for m in batch[1]], [m.to(device) for m in batch[2]])]
+    micros = [[(b[0][0].to(device), [m.to(device) for m in b[1]], [m.to(device) for m in b[2]])]
+              for b in timing_batches(cfg, steps + 1)]
     amp = amp_dtype_for(cfg, device)
 
     def sync() -> None:
@@ -33,10 +46,10 @@ def seconds_per_step(cfg: Config, steps: int = 3) -> float:
             torch.cuda.synchronize(device)
 
     for _ in range(1 if device.type == "cpu" else 3):  # warm-up (cuBLAS handles, autotuning)
-        train_step(model, optimizer, micro, 1e-4, 0.04, 0.996, amp_dtype=amp)
+        train_step(model, optimizer, micros[0], 1e-4, 0.04, 0.996, amp_dtype=amp)
     sync()
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for micro in micros[1:]:
         train_step(model, optimizer, micro, 1e-4, 0.04, 0.996, amp_dtype=amp)
     sync()
     return (time.perf_counter() - t0) / steps

@@ -1,9 +1,12 @@
-"""Budget sizing: step timing over independent mask draws, epochs sized to the minutes."""
+"""Budget sizing: step timing over the real data loader, epochs sized to the minutes."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from openjepa.train import loop
 from openjepa.train.budget import budgeted_config, seconds_per_step, timing_batches
 
 from .test_loop import TINY, tiny_cfg
@@ -12,16 +15,44 @@ from .test_loop import TINY, tiny_cfg
 def test_timing_batches__each_batch_draws_its_own_masks(tmp_path):
     # 16x16 grid: the context is cut to the batch minimum, so its length varies between draws
     cfg = tiny_cfg(tmp_path, "data.crop_size=64", "data.batch_size=8")
-    batches = timing_batches(cfg, 6)
+    batches = list(timing_batches(cfg, 6))  # 24 images = 3 batches: the second epoch supplies the rest
     assert len(batches) == 6 and all(b[0][0].shape[0] == 8 for b in batches)
     contexts = [b[1][0] for b in batches]
     assert len({tuple(c.flatten().tolist()) for c in contexts}) == 6  # no draw repeated
     assert len({c.shape[1] for c in contexts}) > 1  # their cost differs: timing one draw is biased
 
 
-def test_seconds_per_step__positive_and_budget_sizes_epochs_to_minutes(tmp_path, monkeypatch):
-    cfg = tiny_cfg(tmp_path)
-    assert 0 < seconds_per_step(cfg, steps=2) < 60
+class _SlowImages:
+    """A dataset whose every image costs `delay` seconds to load."""
+
+    def __init__(self, base, delay: float) -> None:
+        self.base, self.delay = base, delay
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __getitem__(self, i):
+        time.sleep(self.delay)
+        return self.base[i]
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_seconds_per_step__counts_the_data_pipeline_and_accumulation(tmp_path, monkeypatch, accum):
+    # in-process loading (no workers): each step waits for its accum x 4 images, so the estimate includes them
+    build = loop.build_train_dataset
+    monkeypatch.setattr(loop, "build_train_dataset", lambda cfg: _SlowImages(build(cfg), 0.03))
+    cfg = tiny_cfg(tmp_path, f"optimization.accum_steps={accum}")
+    assert seconds_per_step(cfg, steps=2, warmup=1) >= accum * 4 * 0.03
+
+
+def test_seconds_per_step__with_loader_workers(tmp_path):
+    assert 0 < seconds_per_step(tiny_cfg(tmp_path, "data.num_workers=1"), steps=2) < 60
+
+
+def test_budgeted_config__sizes_epochs_to_minutes(tmp_path, monkeypatch):
     monkeypatch.setattr("openjepa.train.budget.seconds_per_step", lambda cfg: 0.5)
     over = [*TINY, "data.dataset=shapes:24", f"logging.folder={tmp_path / 'run'}"]
     # 24 images / batch 4 = 6 steps per epoch at 0.5 s: 1 minute holds 120 steps = 20 epochs

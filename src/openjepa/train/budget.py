@@ -7,27 +7,40 @@ instead of being cut off early in warmup.
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 from ..config import Config, load_config
 from .optim import make_optimizer
 from .step import train_step
 
 
-def timing_batches(cfg: Config, n: int) -> list[tuple]:
-    """`n` collated batches with independent mask draws, as the training loop would see them."""
+def timing_batches(cfg: Config, n: int) -> Iterator[tuple]:
+    """`n` batches from the training data loader (its workers, augmentations and mask draws), as fit() sees them."""
+    from ..data import make_loader
     from .loop import build_collator, build_train_dataset
 
     dataset, collator = build_train_dataset(cfg), build_collator(cfg)
-    bs = cfg.data.batch_size
-    return [collator([dataset[(k * bs + i) % len(dataset)] for i in range(bs)]) for k in range(n)]
+    epoch = 0
+    while n > 0:  # a dataset smaller than n batches: go round again, as the next epoch would
+        dataset.set_epoch(epoch)
+        collator.set_epoch(epoch)
+        for batch in make_loader(dataset, cfg.data.batch_size, collator, seed=cfg.meta.seed, epoch=epoch,
+                                 num_workers=cfg.data.num_workers):
+            yield batch
+            n -= 1
+            if n == 0:
+                return
+        epoch += 1
 
 
-def seconds_per_step(cfg: Config, steps: int = 6) -> float:
-    """Time real training steps of this config on its device (after one warm-up step).
+def seconds_per_step(cfg: Config, steps: int = 8, warmup: int = 2) -> float:
+    """Time real training steps of this config on its device, fed by its data loader (after `warmup` steps).
 
     Each timed step gets its own batch: a step's cost follows its mask draw (the context is cut to the
     batch minimum, so token counts vary by 2x between batches on small grids), and timing a single draw
-    made budgets 20% off in either direction.
+    made budgets 20% off in either direction. The batches come from the loader's worker processes while
+    the steps run, because on a small CPU those workers take cores from the step: timing pre-collated
+    batches read ~10% fast, so budgeted schedules overran and were cut before their cosine ended.
     """
     import torch
 
@@ -37,20 +50,23 @@ def seconds_per_step(cfg: Config, steps: int = 6) -> float:
     device = resolve_device(cfg.meta.device)
     model = build_model(cfg).to(device)
     optimizer = make_optimizer(model.encoder, model.predictor, fused=device.type == "cuda")
-    micros = [[(b[0][0].to(device), [m.to(device) for m in b[1]], [m.to(device) for m in b[2]])]
-              for b in timing_batches(cfg, steps + 1)]
     amp = amp_dtype_for(cfg, device)
+    warmup = max(warmup, 1 if device.type == "cpu" else 3)  # GPU: cuBLAS handles, autotuning
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for _ in range(1 if device.type == "cpu" else 3):  # warm-up (cuBLAS handles, autotuning)
-        train_step(model, optimizer, micros[0], 1e-4, 0.04, 0.996, amp_dtype=amp)
-    sync()
-    t0 = time.perf_counter()
-    for micro in micros[1:]:
-        train_step(model, optimizer, micro, 1e-4, 0.04, 0.996, amp_dtype=amp)
+    accum = cfg.optimization.accum_steps  # one optimizer step consumes this many loader batches
+    t0, done, micro = 0.0, 0, []
+    for (imgs, _), masks_enc, masks_pred in timing_batches(cfg, (warmup + steps) * accum):
+        micro.append((imgs.to(device), [m.to(device) for m in masks_enc], [m.to(device) for m in masks_pred]))
+        if len(micro) == accum:
+            train_step(model, optimizer, micro, 1e-4, 0.04, 0.996, amp_dtype=amp)
+            micro, done = [], done + 1
+            if done == warmup:  # the clock starts before the next batch is fetched: loading is part of a step
+                sync()
+                t0 = time.perf_counter()
     sync()
     return (time.perf_counter() - t0) / steps
 

@@ -23,21 +23,36 @@ REPO = Path(__file__).resolve().parents[1]
 # name -> (what the paper compares, config overrides)
 ROWS: dict[str, tuple[str, list[str]]] = {
     "ijepa": ("I-JEPA: multi-block masks, representation targets from the target encoder's output", []),
-    "pixels": ("targets in pixel space (per-patch normalised pixels) instead of representations",
-               ["optimization.target=pixels"]),
+    "pixels": (
+        "targets in pixel space (per-patch normalised pixels) instead of representations",
+        ["optimization.target=pixels"],
+    ),
     "random_mask": ("random-patch masking (40-60% of patches) instead of multi-block", ["mask.strategy=random"]),
     "one_block": ("one large target block (scale 0.6), the context is the rest", ["mask.strategy=block"]),
-    "target_from_input": ("targets from the target encoder run on each target block alone (its input side)",
-                          ["optimization.target_from=input"]),
+    "target_from_input": (
+        "targets from the target encoder run on each target block alone (its input side)",
+        ["optimization.target_from=input"],
+    ),
     "pred_depth_1": ("a 1-block predictor instead of 4", ["meta.pred_depth=1"]),
 }
 
 
 def quality_command(args: argparse.Namespace, name: str) -> list[str]:
     """The bench/quality.py command line of one row."""
-    cmd = [sys.executable, str(REPO / "bench" / "quality.py"), "--data", args.data, "--minutes", str(args.minutes),
-           "--out", str(Path(args.out) / name), "--cache", str(Path(args.out) / "features"),
-           "--pooling", args.pooling]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "quality.py"),
+        "--data",
+        args.data,
+        "--minutes",
+        str(args.minutes),
+        "--out",
+        str(Path(args.out) / name),
+        "--cache",
+        str(Path(args.out) / "features"),
+        "--pooling",
+        args.pooling,
+    ]
     if args.config:
         cmd += ["--config", args.config]
     if args.val:
@@ -49,11 +64,15 @@ def quality_command(args: argparse.Namespace, name: str) -> list[str]:
 
 def markdown(rows: list[dict]) -> str:
     """The ablation table."""
-    lines = ["| row | change | epochs | I-JEPA linear | I-JEPA kNN | random linear | pixels linear |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| row | change | epochs | I-JEPA linear | I-JEPA kNN | random linear | pixels linear |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['row']} | {ROWS[r['row']][0]} | {r['epochs']} | {r['ijepa_linear_top1']:.4f} | "
-                     f"{r['ijepa_knn_top1']:.4f} | {r['random_linear_top1']:.4f} | {r['pixels_linear_top1']:.4f} |")
+        lines.append(
+            f"| {r['row']} | {ROWS[r['row']][0]} | {r['epochs']} | {r['ijepa_linear_top1']:.4f} | "
+            f"{r['ijepa_knn_top1']:.4f} | {r['random_linear_top1']:.4f} | {r['pixels_linear_top1']:.4f} |"
+        )
     return "\n".join(lines)
 
 
@@ -63,8 +82,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, required=True, help="pretraining budget of each row")
     ap.add_argument("--config", help="recipe (default: the shipped one for the dataset)")
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="applied to every row")
+    ap.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="applied to every row"
+    )
     ap.add_argument("--out", default="runs/ablations", help="folder for the rows' runs (must not hold them yet)")
     ap.add_argument("--pooling", default="avg_last4", choices=["avg", "avg_last4"])
     ap.add_argument("--val", type=int, default=0, help="evaluate on the last N train images (tuning mode)")

@@ -33,13 +33,13 @@ def per_image_loop(batch_size: int, grid: int, g: torch.Generator, min_keep: int
             top = int(torch.randint(0, grid - h, (1,), generator=g))
             left = int(torch.randint(0, grid - w, (1,), generator=g))
             m = torch.zeros(grid, grid, dtype=torch.int32)
-            m[top:top + h, left:left + w] = 1
+            m[top : top + h, left : left + w] = 1
             for r in regions or []:
                 m *= r
             idx = torch.nonzero(m.flatten()).squeeze(1)
             if len(idx) > min_keep:
                 comp = torch.ones(grid, grid, dtype=torch.int32)
-                comp[top:top + h, left:left + w] = 0
+                comp[top : top + h, left : left + w] = 0
                 return idx, comp
 
     p, e = size((0.15, 0.2), (0.75, 1.5)), size((0.85, 1.0), (1.0, 1.0))
@@ -70,18 +70,28 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     grid = args.img_size // args.patch_size
-    collator = MultiBlockMaskCollator(args.img_size, args.patch_size, (0.85, 1.0), (0.15, 0.2), (0.75, 1.5),
-                                      1, 4, 10, False, seed=0)
+    collator = MultiBlockMaskCollator(
+        args.img_size, args.patch_size, (0.85, 1.0), (0.15, 0.2), (0.75, 1.5), 1, 4, 10, False, seed=0
+    )
     g = torch.Generator().manual_seed(0)
     ours = rate(lambda: collator.sample(args.batch_size, g), args.batches)
     base = rate(lambda: per_image_loop(args.batch_size, grid, g), max(3, args.batches // 10))
-    print(json.dumps({
-        "bench": "masks", "img_size": args.img_size, "patch_size": args.patch_size,
-        "batch_size": args.batch_size, "threads": args.threads,
-        "openjepa_batches_per_s": round(ours, 2), "per_image_loop_batches_per_s": round(base, 2),
-        "speedup": round(ours / base, 1), "openjepa_ms_per_batch": round(1000 / ours, 3),
-        "openjepa_images_per_s": round(ours * args.batch_size),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "masks",
+                "img_size": args.img_size,
+                "patch_size": args.patch_size,
+                "batch_size": args.batch_size,
+                "threads": args.threads,
+                "openjepa_batches_per_s": round(ours, 2),
+                "per_image_loop_batches_per_s": round(base, 2),
+                "speedup": round(ours / base, 1),
+                "openjepa_ms_per_batch": round(1000 / ours, 3),
+                "openjepa_images_per_s": round(ours * args.batch_size),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Draw the kNN-vs-training-time curves of several `bench/quality.py --knn-every` runs in one figure.
 
-    python bench/plot_knn_curves.py runs/cifar10_60min runs/imagenette_25min --out docs/assets/knn_vs_time.png
+python bench/plot_knn_curves.py runs/cifar10_60min runs/imagenette_25min --out docs/assets/knn_vs_time.png
 """
 
 from __future__ import annotations

@@ -61,14 +61,25 @@ def main() -> None:
     total = sum(getattr(e, "self_device_time_total" if cuda else "self_cpu_time_total") for e in avgs)
 
     def share(*words: str) -> float:
-        t = sum(getattr(e, "self_device_time_total" if cuda else "self_cpu_time_total")
-                for e in avgs if any(w in e.key.lower() for w in words))
+        t = sum(
+            getattr(e, "self_device_time_total" if cuda else "self_cpu_time_total")
+            for e in avgs
+            if any(w in e.key.lower() for w in words)
+        )
         return round(t / max(total, 1), 3)
 
-    print(json.dumps({"bench": "profile_step", "steps": args.steps, "device_ms_per_step": round(total / 1e3 / args.steps, 1),
-                      "share_gemm": share("gemm", "aten::mm", "aten::addmm", "matmul", "cutlass", "nvjet"),
-                      "share_attention": share("flash", "attention", "fmha", "efficient"),
-                      "share_elementwise": share("elementwise", "vectorized", "layer_norm", "gelu", "copy_")}))
+    print(
+        json.dumps(
+            {
+                "bench": "profile_step",
+                "steps": args.steps,
+                "device_ms_per_step": round(total / 1e3 / args.steps, 1),
+                "share_gemm": share("gemm", "aten::mm", "aten::addmm", "matmul", "cutlass", "nvjet"),
+                "share_attention": share("flash", "attention", "fmha", "efficient"),
+                "share_elementwise": share("elementwise", "vectorized", "layer_norm", "gelu", "copy_"),
+            }
+        )
+    )
     if args.trace:
         prof.export_chrome_trace(args.trace)
 

@@ -25,11 +25,13 @@ from pathlib import Path
 import torch
 
 from openjepa.config import load_config, recipe_path
-from openjepa.distributed import resolve_device
+from openjepa.core.checkpoint import load_checkpoint
+from openjepa.core.distributed import resolve_device
+from openjepa.data.build import local_npz
 from openjepa.evaluate.runner import evaluate_encoder
+from openjepa.models.build import build_model
 from openjepa.train.budget import budgeted_config, seconds_per_step
-from openjepa.train.checkpoint import load_checkpoint
-from openjepa.train.loop import build_model, fit
+from openjepa.train.loop import fit
 
 RECIPE_FOR = {"cifar10": "cifar10_vit_tiny_p4", "imagenette": "imagenette64_vit_tiny_p8"}
 
@@ -46,7 +48,7 @@ def validation_split(data: str, n_val: int, out: Path) -> Path:
     """An .npz whose test split is the last `n_val` train images and whose train split is the rest."""
     import numpy as np
 
-    with np.load(data) as z:
+    with np.load(local_npz(data) or data) as z:  # a dataset name or a path
         x, y = z["x_train"], z["y_train"]
     if not 0 < n_val < len(x):
         raise SystemExit(f"--val {n_val}: must be between 1 and {len(x) - 1} (the train split has {len(x)} images)")
@@ -64,33 +66,63 @@ def main() -> None:
     ap.add_argument("--out", default="runs/quality", help="run folder (must be new)")
     ap.add_argument("--pooling", default="avg", choices=["avg", "avg_last4"])
     ap.add_argument("--max-test", type=int, help="evaluate on the first N test images only")
-    ap.add_argument("--val", type=int, default=0, metavar="N",
-                    help="tuning mode: hold out the last N train images as the evaluation split (pretraining and "
-                         "probes then never see the test split)")
+    ap.add_argument(
+        "--val",
+        type=int,
+        default=0,
+        metavar="N",
+        help="tuning mode: hold out the last N train images as the evaluation split (pretraining and "
+        "probes then never see the test split)",
+    )
     ap.add_argument("--cache", help="feature cache folder, shareable between runs (default: <out>/features)")
-    ap.add_argument("--knn-every", type=int, default=0, metavar="EPOCHS",
-                    help="kNN monitor (2,000 train / 1,000 test images) every N epochs, for kNN-vs-time curves")
-    ap.add_argument("--epochs", type=int, metavar="E",
-                    help="a fixed schedule of E epochs (warmup 10%%) instead of one sized to --minutes, "
-                         "which then only caps the run (for GPUs, where the data loader can set the pace)")
+    ap.add_argument(
+        "--knn-every",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="kNN monitor (2,000 train / 1,000 test images) every N epochs, for kNN-vs-time curves",
+    )
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        metavar="E",
+        help="a fixed schedule of E epochs (warmup 10%%) instead of one sized to --minutes, "
+        "which then only caps the run (for GPUs, where the data loader can set the pace)",
+    )
     ap.add_argument("--device", default="auto", help="training and evaluation device: auto, cpu, cuda, cuda:N")
-    ap.add_argument("--no-floors", dest="floors", action="store_false",
-                    help="skip the random-init and raw-pixel floors (they do not depend on mask or optimiser "
-                         "settings; recipe selection saves their probe time)")
+    ap.add_argument(
+        "--no-floors",
+        dest="floors",
+        action="store_false",
+        help="skip the random-init and raw-pixel floors (they do not depend on mask or optimiser "
+        "settings; recipe selection saves their probe time)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     recipe = recipe_path(args.config or default_recipe(args.data))
     if args.val:
-        args.data = str(validation_split(args.data, args.val, Path(args.out).with_name(Path(args.out).name + "-val.npz")))
-    overrides = [f"data.dataset={args.data}", f"logging.folder={args.out}", f"meta.device={args.device}",
-                 *args.overrides]
+        args.data = str(
+            validation_split(args.data, args.val, Path(args.out).with_name(Path(args.out).name + "-val.npz"))
+        )
+    overrides = [
+        f"data.dataset={args.data}",
+        f"logging.folder={args.out}",
+        f"meta.device={args.device}",
+        *args.overrides,
+    ]
     if args.knn_every:
         overrides.append(f"logging.eval_every_epochs={args.knn_every}")
     if args.epochs:
-        cfg = load_config(recipe, [*overrides, f"optimization.epochs={args.epochs}",
-                                   f"optimization.warmup={max(1, round(0.1 * args.epochs))}",
-                                   f"optimization.max_minutes={args.minutes}"])
+        cfg = load_config(
+            recipe,
+            [
+                *overrides,
+                f"optimization.epochs={args.epochs}",
+                f"optimization.warmup={max(1, round(0.1 * args.epochs))}",
+                f"optimization.max_minutes={args.minutes}",
+            ],
+        )
         step_s = seconds_per_step(cfg)
     else:
         cfg, step_s = budgeted_config(recipe, overrides, args.minutes)
@@ -120,18 +152,47 @@ def main() -> None:
     random_init = build_model(cfg).target_encoder  # the initialisation this run started from
 
     def top1(encoder, task: str) -> float:
-        return round(evaluate_encoder(encoder, args.data, task, pooling=args.pooling, max_test=args.max_test,
-                                      device=device, cache_dir=args.cache or Path(args.out) / "features", progress=False)["top1"], 4)
+        return round(
+            evaluate_encoder(
+                encoder,
+                args.data,
+                task,
+                pooling=args.pooling,
+                max_test=args.max_test,
+                device=device,
+                cache_dir=args.cache or Path(args.out) / "features",
+                progress=False,
+            ).top1,
+            4,
+        )
 
     line = {
-        "dataset": Path(args.data).name, **({"val_holdout": args.val} if args.val else {}), "minutes": args.minutes, "epochs": result.epochs_completed,
-        "steps": result.steps, "train_minutes": round(train_minutes, 1), "seconds_per_step": round(step_s, 3),
-        "recipe": recipe.stem, "overrides": args.overrides, "pooling": args.pooling,
-        "ijepa_linear_top1": top1(learned, "linear"), "ijepa_knn_top1": top1(learned, "knn"),
-        **({"random_linear_top1": top1(random_init, "linear"), "random_knn_top1": top1(random_init, "knn"),
-            "pixels_linear_top1": round(evaluate_encoder("pixels", args.data, "linear", max_test=args.max_test,
-                                                         device=device, progress=False)["top1"], 4)}
-           if args.floors else {}),
+        "dataset": Path(args.data).name,
+        **({"val_holdout": args.val} if args.val else {}),
+        "minutes": args.minutes,
+        "epochs": result.epochs_completed,
+        "steps": result.steps,
+        "train_minutes": round(train_minutes, 1),
+        "seconds_per_step": round(step_s, 3),
+        "recipe": recipe.stem,
+        "overrides": args.overrides,
+        "pooling": args.pooling,
+        "ijepa_linear_top1": top1(learned, "linear"),
+        "ijepa_knn_top1": top1(learned, "knn"),
+        **(
+            {
+                "random_linear_top1": top1(random_init, "linear"),
+                "random_knn_top1": top1(random_init, "knn"),
+                "pixels_linear_top1": round(
+                    evaluate_encoder(
+                        "pixels", args.data, "linear", max_test=args.max_test, device=device, progress=False
+                    ).top1,
+                    4,
+                ),
+            }
+            if args.floors
+            else {}
+        ),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         **({"knn_curve": curve} if curve else {}),
     }

@@ -10,7 +10,7 @@ already in <out>, so a selection can be interrupted or widened with more variant
     python bench/select_recipe.py --data ../shared/data/imagenette2_64px.npz --config imagenette64_vit_tiny_p4 \\
         --val 500 --val-epochs 50 --epochs 120 --minutes 3.4 --parallel 3 --set data.num_workers=4 \\
         --variant "vit_small:meta.model_name=vit_small" \\
-        --variant "vit_small_lr5e-4_ema998:meta.model_name=vit_small;optimization.lr=5e-4;optimization.ema=[0.998,1.0]" \\
+        --variant "vit_small_ema998:meta.model_name=vit_small;optimization.ema=[0.998,1.0]" \\
         --variant "vit_tiny:"
 """
 
@@ -33,11 +33,22 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [s for s in rest.split(";") if s]
 
 
-def quality_cmd(args: argparse.Namespace, out: Path, overrides: list[str], epochs: int, val: int,
-                minutes: float) -> list[str]:
+def quality_cmd(
+    args: argparse.Namespace, out: Path, overrides: list[str], epochs: int, val: int, minutes: float
+) -> list[str]:
     """One bench/quality.py run; epochs 0 sizes the schedule to `minutes` of measured step time."""
-    cmd = [sys.executable, QUALITY, "--data", args.data, "--minutes", str(minutes),
-           "--pooling", args.pooling, "--out", str(out)]
+    cmd = [
+        sys.executable,
+        QUALITY,
+        "--data",
+        args.data,
+        "--minutes",
+        str(minutes),
+        "--pooling",
+        args.pooling,
+        "--out",
+        str(out),
+    ]
     if epochs:
         cmd += ["--epochs", str(epochs)]
     if args.config:
@@ -62,8 +73,11 @@ def run_all(cmds: dict[str, list[str]], parallel: int, logs: Path) -> dict[str, 
         stdout, _ = proc.communicate()
         log.close()
         lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
-        results[name] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-            "error": f"exit {proc.returncode}; see {logs / (name + '.log')}"}
+        results[name] = (
+            json.loads(lines[-1])
+            if proc.returncode == 0 and lines
+            else {"error": f"exit {proc.returncode}; see {logs / (name + '.log')}"}
+        )
     return results
 
 
@@ -74,18 +88,30 @@ def main() -> None:
     ap.add_argument("--variant", action="append", required=True, metavar="NAME:KEY=VALUE;...")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every run")
     ap.add_argument("--val", type=int, required=True, help="validation images held out from the end of train")
-    ap.add_argument("--val-epochs", type=int, required=True,
-                    help="schedule length of the validation runs (0: sized to --val-minutes of measured step time)")
-    ap.add_argument("--epochs", type=int, required=True,
-                    help="schedule length of the final run (0: sized to --minutes of measured step time)")
+    ap.add_argument(
+        "--val-epochs",
+        type=int,
+        required=True,
+        help="schedule length of the validation runs (0: sized to --val-minutes of measured step time)",
+    )
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        required=True,
+        help="schedule length of the final run (0: sized to --minutes of measured step time)",
+    )
     ap.add_argument("--minutes", type=float, default=60, help="wall-clock budget (or cap) of the final run")
-    ap.add_argument("--val-minutes", type=float, help="wall-clock budget (or cap) of each validation run "
-                                                      "(default: --minutes)")
+    ap.add_argument(
+        "--val-minutes", type=float, help="wall-clock budget (or cap) of each validation run (default: --minutes)"
+    )
     ap.add_argument("--pooling", default="avg_last4", choices=["avg", "avg_last4"])
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--out", default="runs/select")
-    ap.add_argument("--resume", action="store_true",
-                    help="reuse the validation results already in --out (same settings), run only the missing ones")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the validation results already in --out (same settings), run only the missing ones",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=args.resume)
@@ -97,8 +123,10 @@ def main() -> None:
         if done.exists():
             val[n] = json.loads(done.read_text())
             if val[n].get("overrides") != [*args.set, *o]:
-                raise SystemExit(f"{done} was run with overrides {val[n].get('overrides')}, not {[*args.set, *o]}; "
-                                 f"use another --out or rename the variant")
+                raise SystemExit(
+                    f"{done} was run with overrides {val[n].get('overrides')}, not {[*args.set, *o]}; "
+                    f"use another --out or rename the variant"
+                )
         elif (out / f"val-{n}").exists():
             raise SystemExit(f"{out / f'val-{n}'} holds an unfinished run; delete it to rerun variant {n!r}")
         else:
@@ -109,19 +137,32 @@ def main() -> None:
     if not scored:
         raise SystemExit(f"every validation run failed: {val}")
     best = max(scored, key=scored.get)
-    line = {"data": Path(args.data).name, "config": args.config, "val_holdout": args.val,
-            "val_epochs": args.val_epochs, "val_minutes": val_minutes,
-            "val": {n: {k: r.get(k) for k in ("ijepa_linear_top1", "ijepa_knn_top1", "epochs", "steps",
-                                              "seconds_per_step", "error")}
-                                                    for n, r in val.items()},
-            "selected": best, "selected_overrides": variants[best]}
+    line = {
+        "data": Path(args.data).name,
+        "config": args.config,
+        "val_holdout": args.val,
+        "val_epochs": args.val_epochs,
+        "val_minutes": val_minutes,
+        "val": {
+            n: {
+                k: r.get(k)
+                for k in ("ijepa_linear_top1", "ijepa_knn_top1", "epochs", "steps", "seconds_per_step", "error")
+            }
+            for n, r in val.items()
+        },
+        "selected": best,
+        "selected_overrides": variants[best],
+    }
     (out / "select.json").write_text(json.dumps(line) + "\n")  # kept even if the final run fails
     done = out / f"final-{best}" / "quality.json"
     if args.resume and done.exists():
         final = json.loads(done.read_text())
     else:
-        final = run_all({f"final-{best}": quality_cmd(args, out / f"final-{best}", variants[best], args.epochs, 0,
-                                                      args.minutes)}, 1, out)[f"final-{best}"]
+        final = run_all(
+            {f"final-{best}": quality_cmd(args, out / f"final-{best}", variants[best], args.epochs, 0, args.minutes)},
+            1,
+            out,
+        )[f"final-{best}"]
     line["final"] = final
     (out / "select.json").write_text(json.dumps(line) + "\n")
     print(json.dumps(line))

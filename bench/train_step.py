@@ -58,14 +58,16 @@ def encoder_flops(model: IJEPA, batch: int, rows: int, tokens: int) -> int:
     """Patch embedding of `batch` full images + the blocks on `rows` sequences of `tokens` tokens."""
     enc = model.encoder
     n_patches = enc.num_patches
-    patch_dim = enc.patch_embed.proj.in_channels * enc.patch_size ** 2
+    patch_dim = enc.patch_embed.proj.in_channels * enc.patch_size**2
     hidden = enc.blocks[0].mlp.fc1.out_features
-    return (2 * batch * n_patches * patch_dim * enc.embed_dim
-            + enc.depth * block_flops(rows, tokens, enc.embed_dim, hidden))
+    return 2 * batch * n_patches * patch_dim * enc.embed_dim + enc.depth * block_flops(
+        rows, tokens, enc.embed_dim, hidden
+    )
 
 
-def forward_flops(model: IJEPA, batch: int, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
-                  ) -> dict[str, int]:
+def forward_flops(
+    model: IJEPA, batch: int, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
+) -> dict[str, int]:
     """Forward matmul FLOPs of the target encoder, the context encoder and the predictor."""
     pred = model.predictor
     d, p = pred.embed_dim, pred.predictor_embed_dim
@@ -77,8 +79,8 @@ def forward_flops(model: IJEPA, batch: int, masks_enc: list[torch.Tensor], masks
     for me in masks_enc:
         kc = me.shape[1]
         predictor += 2 * batch * kc * d * p  # predictor_embed, once per context row
-        for mp in masks_pred:
-            kp = mp.shape[1]
+        for mask in masks_pred:
+            kp = mask.shape[1]
             predictor += len(pred.predictor_blocks) * block_flops(batch, kc + kp, p, hidden)
             predictor += 2 * batch * kp * p * pred.predictor_proj.out_features
     return {"target": target, "context": context, "predictor": predictor}
@@ -113,7 +115,7 @@ def peak_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None =
             a @ b
         sync(device)
         best = min(best, (time.perf_counter() - t0) / inner)
-    return 2 * n ** 3 / best / 1e12
+    return 2 * n**3 / best / 1e12
 
 
 def device_name(device: torch.device) -> str:
@@ -131,8 +133,18 @@ def device_name(device: torch.device) -> str:
 
 def make_batches(args, device: torch.device, count: int) -> list:
     """The same `count` batches in every process: random images and the real collator's masks."""
-    collator = MultiBlockMaskCollator(args.img_size, args.patch_size, (0.85, 1.0), (0.15, 0.2), (0.75, 1.5),
-                                      1, args.npred, args.min_keep, False, seed=args.seed)
+    collator = MultiBlockMaskCollator(
+        args.img_size,
+        args.patch_size,
+        (0.85, 1.0),
+        (0.15, 0.2),
+        (0.75, 1.5),
+        1,
+        args.npred,
+        args.min_keep,
+        False,
+        seed=args.seed,
+    )
     g = torch.Generator().manual_seed(args.seed)
     out = []
     for _ in range(count):
@@ -144,8 +156,9 @@ def make_batches(args, device: torch.device, count: int) -> list:
 
 def build_model(args, device: torch.device | str) -> IJEPA:
     torch.manual_seed(args.seed)
-    return IJEPA.build(args.model, args.patch_size, args.img_size, pred_depth=args.pred_depth,
-                       pred_emb_dim=args.pred_emb_dim).to(device)
+    return IJEPA.build(
+        args.model, args.patch_size, args.img_size, pred_depth=args.pred_depth, pred_emb_dim=args.pred_emb_dim
+    ).to(device)
 
 
 def worker(conn, args: argparse.Namespace, role: str) -> None:
@@ -193,13 +206,20 @@ def worker(conn, args: argparse.Namespace, role: str) -> None:
             mode = "off"
             if args.compile and fast:
                 mode = net.mode + (f" ({net.reason})" if net.reason else "")
-            timed = batches[args.warmup:]
-            conn.send({"peak_mem_mb": peak / 2**20, "losses": [float(x) for x in losses], "compile": mode,
-                       "tuned_allocator": bool(tuned),
-                       "flops": [step_flops(model, args.batch_size, me, mp) for _, me, mp in timed],
-                       "context_tokens": [me[0].shape[1] for _, me, _ in timed],
-                       "target_tokens": [mp[0].shape[1] for _, _, mp in timed],
-                       "nenc": len(timed[0][1]), "npred": len(timed[0][2])})
+            timed = batches[args.warmup :]
+            conn.send(
+                {
+                    "peak_mem_mb": peak / 2**20,
+                    "losses": [float(x) for x in losses],
+                    "compile": mode,
+                    "tuned_allocator": bool(tuned),
+                    "flops": [step_flops(model, args.batch_size, me, mp) for _, me, mp in timed],
+                    "context_tokens": [me[0].shape[1] for _, me, _ in timed],
+                    "target_tokens": [mp[0].shape[1] for _, _, mp in timed],
+                    "nenc": len(timed[0][1]),
+                    "npred": len(timed[0][2]),
+                }
+            )
             return
 
 
@@ -217,11 +237,18 @@ def main() -> None:
     ap.add_argument("--min-keep", type=int, default=10, help="the collator's min_keep (lower it for tiny grids)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast in the fast configuration")
     ap.add_argument("--compile", action="store_true", help="torch.compile the fast model (eager fallback)")
-    ap.add_argument("--compile-probe", type=int, default=0,
-                    help="with --compile: steps of eager-vs-compiled probing before keeping the faster")
+    ap.add_argument(
+        "--compile-probe",
+        type=int,
+        default=0,
+        help="with --compile: steps of eager-vs-compiled probing before keeping the faster",
+    )
     ap.add_argument("--channels-last", action="store_true", help="channels-last images in the fast configuration")
-    ap.add_argument("--tune-allocator", action="store_true",
-                    help="CPU: tune_cpu_allocator() in the fast configuration (no gain measured at low load)")
+    ap.add_argument(
+        "--tune-allocator",
+        action="store_true",
+        help="CPU: tune_cpu_allocator() in the fast configuration (no gain measured at low load)",
+    )
     ap.add_argument("--no-baseline", action="store_true", help="time the fast configuration only")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None)
@@ -279,7 +306,7 @@ def main() -> None:
             start(role)
         peak = peak_matmul_tflops(device, dtype, args.peak_size)  # while the workers wait
         for i in range(args.total_steps):
-            for role in (roles if i % 2 == 0 else roles[::-1]):  # AB, BA, AB, ...: one process runs at a time
+            for role in roles if i % 2 == 0 else roles[::-1]:  # AB, BA, AB, ...: one process runs at a time
                 step(role, i)
         for role in roles:
             finish(role)
@@ -291,32 +318,51 @@ def main() -> None:
     def summary(role: str) -> dict:
         med = statistics.median(times[role])
         achieved = flops / med / 1e12
-        return {"imgs_per_s": round(args.batch_size / med, 3), "step_s_median": round(med, 4),
-                "step_s_all": [round(t, 4) for t in times[role]],
-                "cpu_s_median": round(statistics.median(cpu_times[role]), 4),
-                "tflops_achieved": round(achieved, 5), "mfu": round(achieved / peak, 4),
-                "peak_mem_mb": round(final[role]["peak_mem_mb"], 1)}
+        return {
+            "imgs_per_s": round(args.batch_size / med, 3),
+            "step_s_median": round(med, 4),
+            "step_s_all": [round(t, 4) for t in times[role]],
+            "cpu_s_median": round(statistics.median(cpu_times[role]), 4),
+            "tflops_achieved": round(achieved, 5),
+            "mfu": round(achieved / peak, 4),
+            "peak_mem_mb": round(final[role]["peak_mem_mb"], 1),
+        }
 
-    out = {"bench": "train_step", "model": args.model, "img_size": args.img_size, "patch_size": args.patch_size,
-           "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-           "pred_depth": args.pred_depth, "pred_emb_dim": args.pred_emb_dim,
-           "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "dtype": "bf16-autocast" if args.bf16 else "fp32",
-           "tuned_allocator": final["fast"]["tuned_allocator"], "compile": final["fast"]["compile"],
-           "channels_last": args.channels_last,
-           "masks": {"nenc": info["nenc"], "npred": info["npred"],
-                     "context_tokens": statistics.fmean(info["context_tokens"]),
-                     "target_tokens": statistics.fmean(info["target_tokens"])},
-           "gflops_per_step": round(flops / 1e9, 2), "peak_matmul_tflops": round(peak, 4),
-           "peak_mem_kind": "max_memory_allocated" if device.type == "cuda" else "process peak RSS"}
+    out = {
+        "bench": "train_step",
+        "model": args.model,
+        "img_size": args.img_size,
+        "patch_size": args.patch_size,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "pred_depth": args.pred_depth,
+        "pred_emb_dim": args.pred_emb_dim,
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "dtype": "bf16-autocast" if args.bf16 else "fp32",
+        "tuned_allocator": final["fast"]["tuned_allocator"],
+        "compile": final["fast"]["compile"],
+        "channels_last": args.channels_last,
+        "masks": {
+            "nenc": info["nenc"],
+            "npred": info["npred"],
+            "context_tokens": statistics.fmean(info["context_tokens"]),
+            "target_tokens": statistics.fmean(info["target_tokens"]),
+        },
+        "gflops_per_step": round(flops / 1e9, 2),
+        "peak_matmul_tflops": round(peak, 4),
+        "peak_mem_kind": "max_memory_allocated" if device.type == "cuda" else "process peak RSS",
+    }
     out.update(summary("fast"))
     if not args.no_baseline:
         out["baseline"] = summary("eager")
         out["speedup"] = round(out["baseline"]["step_s_median"] / out["step_s_median"], 3)
         # Step i is the same batch in both: the median of the per-step ratios is robust to mask-size
         # variation between batches and to slow drifts in the machine's load.
-        out["speedup_paired_median"] = round(statistics.median(
-            b / f for b, f in zip(times["eager"], times["fast"])), 3)
+        out["speedup_paired_median"] = round(statistics.median(b / f for b, f in zip(times["eager"], times["fast"])), 3)
         # Process CPU seconds per step (all threads): far less sensitive to other processes' load.
         out["cpu_time_speedup"] = round(out["baseline"]["cpu_s_median"] / out["cpu_s_median"], 3)
         # Same weights, same batches: the first losses agree to float rounding in fp32.

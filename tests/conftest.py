@@ -13,14 +13,27 @@ import torch
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/distributed launches processes: mark it so `-m "not distributed"` skips them."""
+    for item in items:
+        if "distributed" in Path(str(item.fspath)).relative_to(REPO).parts[:2]:
+            item.add_marker(pytest.mark.distributed)
+
+
 GOLDEN_DIR = Path(os.environ.get("OPENJEPA_GOLDEN", REPO.parent / "shared" / "golden"))
-DATA_DIR = Path(os.environ.get("OPENJEPA_DATA", REPO.parent / "shared" / "data"))
+DATA_DIR = Path(
+    os.environ.get("OPENJEPA_SHARED_DATA", REPO.parent / "shared" / "data")
+)  # the lab bench, not the download cache
 
 
 def _need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"golden file {path} not found: these tests need the reference's golden vectors "
-                    f"in ../shared/golden (or set OPENJEPA_GOLDEN)")
+        pytest.skip(
+            f"golden file {path} not found: these tests need the reference's golden vectors "
+            f"in ../shared/golden (or set OPENJEPA_GOLDEN)"
+        )
     return path
 
 

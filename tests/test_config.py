@@ -93,22 +93,29 @@ def test_defaults__equal_reference_vith14_recipe():
     assert (m.model_name, m.pred_depth, m.pred_emb_dim, m.use_bfloat16) == ("vit_huge", 12, 384, True)
     assert (m.load_checkpoint, m.read_checkpoint, m.copy_data) == (False, None, False)
     assert (d.root_path, d.image_folder, d.subset_file) == ("", "imagenet_full_size/061417/", None)
-    assert (d.crop_size, d.crop_scale, d.batch_size, d.num_workers, d.pin_mem) == (
-        224, (0.3, 1.0), 128, 10, True)
+    assert (d.crop_size, d.crop_scale, d.batch_size, d.num_workers, d.pin_mem) == (224, (0.3, 1.0), 128, 10, True)
     assert not (d.use_horizontal_flip or d.use_color_distortion or d.use_gaussian_blur)
     assert d.color_jitter_strength == 0.0
-    assert (k.patch_size, k.num_enc_masks, k.num_pred_masks, k.min_keep, k.allow_overlap) == (
-        14, 1, 4, 10, False)
-    assert (k.enc_mask_scale, k.pred_mask_scale, k.aspect_ratio) == (
-        (0.85, 1.0), (0.15, 0.2), (0.75, 1.5))
+    assert (k.patch_size, k.num_enc_masks, k.num_pred_masks, k.min_keep, k.allow_overlap) == (14, 1, 4, 10, False)
+    assert (k.enc_mask_scale, k.pred_mask_scale, k.aspect_ratio) == ((0.85, 1.0), (0.15, 0.2), (0.75, 1.5))
     assert (o.ema, o.ipe_scale, o.weight_decay, o.final_weight_decay) == ((0.996, 1.0), 1.0, 0.04, 0.4)
     assert (o.epochs, o.warmup, o.start_lr, o.lr, o.final_lr) == (300, 40, 2e-4, 1e-3, 1e-6)
     assert g.write_tag == "jepa"
     # openjepa's extensions default to the reference behaviour
-    assert (k.strategy, k.truncate, k.independent_scale_aspect, k.include_last_row_col,
-            k.allow_full_size_blocks) == ("multiblock", "lowest", False, False, False)
+    assert (k.strategy, k.truncate, k.independent_scale_aspect, k.include_last_row_col, k.allow_full_size_blocks) == (
+        "multiblock",
+        "lowest",
+        False,
+        False,
+        False,
+    )
     assert (o.loss, o.target, o.target_from, o.accum_steps, o.grad_clip) == (
-        "smooth_l1", "representation", "output", 1, None)
+        "smooth_l1",
+        "representation",
+        "output",
+        1,
+        None,
+    )
     assert cfg == Config()
 
 
@@ -298,16 +305,32 @@ def test_validate__checks_configs_built_in_code():
 
 
 def test_validate__edge_values_accepted():
-    cfg = load_config(None, ["optimization.warmup=300", "optimization.warmup=0",
-                             "optimization.ema=[1.0,1.0]", "mask.pred_mask_scale=[1.0,1.0]",
-                             "meta.device=cuda:1", "meta.predictor_heads=4", "meta.pred_emb_dim=100"])
+    cfg = load_config(
+        None,
+        [
+            "optimization.warmup=300",
+            "optimization.warmup=0",
+            "optimization.ema=[1.0,1.0]",
+            "mask.pred_mask_scale=[1.0,1.0]",
+            "meta.device=cuda:1",
+            "meta.predictor_heads=4",
+            "meta.pred_emb_dim=100",
+        ],
+    )
     assert cfg.meta.predictor_heads == 4
 
 
 def test_save_load__round_trip_equal(tmp_path):
-    cfg = load_config(write(tmp_path, REFERENCE_YAML),
-                      ["optimization.grad_clip=1.0", "data.dataset=folder:/x y", "mask.strategy=random",
-                       "optimization.max_minutes=20", "meta.predictor_heads=8"])
+    cfg = load_config(
+        write(tmp_path, REFERENCE_YAML),
+        [
+            "optimization.grad_clip=1.0",
+            "data.dataset=folder:/x y",
+            "mask.strategy=random",
+            "optimization.max_minutes=20",
+            "meta.predictor_heads=8",
+        ],
+    )
     out = tmp_path / "sub" / "saved.yaml"
     save_config(cfg, out)
     assert load_config(out) == cfg
@@ -342,16 +365,30 @@ def test_recipes__reference_files_match_section_3_6():
         raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
         assert set(raw) == {"meta", "data", "mask", "optimization", "logging"}
         cfg = load_config(CONFIG_DIR / f"{name}.yaml")
-        assert (cfg.meta.model_name, cfg.mask.patch_size, cfg.data.crop_size, cfg.data.batch_size,
-                cfg.optimization.epochs, cfg.optimization.warmup, cfg.meta.pred_depth) == (
-            model, patch, crop, bs, epochs, warmup, depth)
+        assert (
+            cfg.meta.model_name,
+            cfg.mask.patch_size,
+            cfg.data.crop_size,
+            cfg.data.batch_size,
+            cfg.optimization.epochs,
+            cfg.optimization.warmup,
+            cfg.meta.pred_depth,
+        ) == (model, patch, crop, bs, epochs, warmup, depth)
         got = config_to_dict(cfg)
-        shared = {"meta": ["pred_emb_dim", "use_bfloat16", "copy_data", "load_checkpoint"],
-                  "data": ["crop_scale", "num_workers", "image_folder", "color_jitter_strength"],
-                  "mask": ["enc_mask_scale", "pred_mask_scale", "aspect_ratio", "min_keep",
-                           "num_pred_masks", "num_enc_masks", "allow_overlap"],
-                  "optimization": ["ema", "lr", "start_lr", "final_lr", "weight_decay",
-                                   "final_weight_decay", "ipe_scale"]}
+        shared = {
+            "meta": ["pred_emb_dim", "use_bfloat16", "copy_data", "load_checkpoint"],
+            "data": ["crop_scale", "num_workers", "image_folder", "color_jitter_strength"],
+            "mask": [
+                "enc_mask_scale",
+                "pred_mask_scale",
+                "aspect_ratio",
+                "min_keep",
+                "num_pred_masks",
+                "num_enc_masks",
+                "allow_overlap",
+            ],
+            "optimization": ["ema", "lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay", "ipe_scale"],
+        }
         for section, keys in shared.items():
             for key in keys:
                 assert got[section][key] == base[section][key], f"{name}: {section}.{key}"
@@ -359,15 +396,15 @@ def test_recipes__reference_files_match_section_3_6():
     assert load_config(CONFIG_DIR / "in1k_vith14_ep300.yaml").optimization == Config().optimization
 
 
-def test_recipes__small_configs_point_at_shared_data():
-    root = CONFIG_DIR.parent
-    for name in ("cifar10_vit_tiny_p4", "imagenette64_vit_tiny_p8"):
+def test_recipes__small_configs_name_their_datasets():
+    from openjepa.data import parse_data_spec
+
+    for name, data in (("cifar10_vit_tiny_p4", "cifar10"), ("imagenette64_vit_tiny_p8", "imagenette")):
         cfg = load_config(CONFIG_DIR / f"{name}.yaml")
         assert cfg.meta.model_name == "vit_tiny" and cfg.meta.depth == 6 and cfg.meta.use_bfloat16 is False
         assert cfg.optimization.ema == (0.998, 1.0) and cfg.optimization.lr == 5e-4
         assert cfg.data.crop_size // cfg.mask.patch_size == 8
-        assert cfg.data.dataset.startswith("../shared/data/")
-        assert (root / cfg.data.dataset).resolve().name.endswith(".npz")
+        assert cfg.data.dataset == data and parse_data_spec(cfg.data.dataset).kind == "named"
     demo = load_config(CONFIG_DIR / "demo.yaml")
     assert demo.data.dataset == "shapes:2000" and demo.data.num_workers == 0
 
@@ -377,13 +414,24 @@ def test_scale_out_keys__defaults_overrides_and_types(tmp_path):
     assert (cfg.meta.fsdp, cfg.meta.activation_checkpointing) == (False, False)
     assert cfg.data.shuffle_buffer == 1000
     assert (cfg.optimization.lr_scaling, cfg.optimization.lr_reference_batch) == ("none", 2048)
-    cfg = load_config(None, ["meta.fsdp=true", "meta.activation_checkpointing=true", "data.shuffle_buffer=64",
-                             "optimization.lr_scaling=sqrt", "optimization.lr_reference_batch=256",
-                             "data.dataset=shards:/data/shard-{000000..000009}.tar"])
+    cfg = load_config(
+        None,
+        [
+            "meta.fsdp=true",
+            "meta.activation_checkpointing=true",
+            "data.shuffle_buffer=64",
+            "optimization.lr_scaling=sqrt",
+            "optimization.lr_reference_batch=256",
+            "data.dataset=shards:/data/shard-{000000..000009}.tar",
+        ],
+    )
     assert cfg.meta.fsdp is True and cfg.meta.activation_checkpointing is True
     assert cfg.data.dataset == "shards:/data/shard-{000000..000009}.tar"
     assert (cfg.data.shuffle_buffer, cfg.optimization.lr_scaling, cfg.optimization.lr_reference_batch) == (
-        64, "sqrt", 256)
+        64,
+        "sqrt",
+        256,
+    )
     with pytest.raises(ConfigError, match="meta.fsdp"):
         load_config(None, ["meta.fsdp=yes please"])
     path = tmp_path / "cfg.yaml"

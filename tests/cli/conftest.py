@@ -10,8 +10,7 @@ import pytest
 import torch
 
 # A 1-block vit_tiny at 32 px with 4-px patches: 64 tokens, fast enough for every probe on CPU.
-TINY = ["--checkpoint", "random:vit_tiny", "--patch-size", "4", "--img-size", "32", "--depth", "1",
-        "--no-progress"]
+TINY = ["--checkpoint", "random:vit_tiny", "--patch-size", "4", "--img-size", "32", "--depth", "1", "--no-progress"]
 
 
 @pytest.fixture(autouse=True)
@@ -27,8 +26,9 @@ def _single_thread():
     torch.set_num_threads(before)
 
 
-def write_tiny_npz(path: Path, n_classes: int = 7, per_class_train: int = 8, per_class_test: int = 3,
-                   size: int = 16, seed: int = 0) -> Path:
+def write_tiny_npz(
+    path: Path, n_classes: int = 7, per_class_train: int = 8, per_class_test: int = 3, size: int = 16, seed: int = 0
+) -> Path:
     """A separable .npz in the ../shared/data layout: class c is a flat colour plus noise, with an
     extra label array (y_*_dist) and raw counts (n_objects_*) like clevr_tiny_128px.npz."""
     rng = np.random.default_rng(seed)
@@ -42,11 +42,19 @@ def write_tiny_npz(path: Path, n_classes: int = 7, per_class_train: int = 8, per
 
     x_train, y_train = split(per_class_train)
     x_test, y_test = split(per_class_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-             class_names=np.array([f"c{i}" for i in range(n_classes)]),
-             y_train_dist=(y_train % 3).astype(np.uint8), y_test_dist=(y_test % 3).astype(np.uint8),
-             dist_class_names=np.array(["near", "mid", "far"]),
-             n_objects_train=(y_train + 3).astype(np.int64), n_objects_test=(y_test + 3).astype(np.int64))
+    np.savez(
+        path,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        class_names=np.array([f"c{i}" for i in range(n_classes)]),
+        y_train_dist=(y_train % 3).astype(np.uint8),
+        y_test_dist=(y_test % 3).astype(np.uint8),
+        dist_class_names=np.array(["near", "mid", "far"]),
+        n_objects_train=(y_train + 3).astype(np.int64),
+        n_objects_test=(y_test + 3).astype(np.int64),
+    )
     return path
 
 

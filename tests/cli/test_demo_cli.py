@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from openjepa.cli.main import main
 
 
+@pytest.mark.slow
 def test_demo__tiny_budget_writes_table_results_and_plots(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--minutes", "0.3", "--out", str(out), "--no-progress", "--set", "meta.depth=1",
-                 "--set", "data.dataset=shapes:160", "--set", "meta.pred_depth=1"])
+    code = main(
+        [
+            "demo",
+            "--minutes",
+            "0.3",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "meta.depth=1",
+            "--set",
+            "data.dataset=shapes:160",
+            "--set",
+            "meta.pred_depth=1",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| I-JEPA (target encoder) |" in printed and "| random init |" in printed

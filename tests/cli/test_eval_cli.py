@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from openjepa.cli.main import main
 
@@ -68,8 +67,9 @@ def test_eval_pixels_baseline(tmp_path, tiny_npz):
     assert 0.0 <= res["top1"] <= 1.0 and "top5" in res
     # With the components capped to the colour signal (standardising 50 pure-noise components
     # would drown it with 56 train images) the classes separate.
-    res = _eval(tmp_path, "knn", str(tiny_npz), "--pca-dim", "6", "--pca-fit-on", "40",
-                checkpoint=["--checkpoint", "pixels"])
+    res = _eval(
+        tmp_path, "knn", str(tiny_npz), "--pca-dim", "6", "--pca-fit-on", "40", checkpoint=["--checkpoint", "pixels"]
+    )
     assert res["pooling"] == "pca6" and res["pca_fit_on"] == 40 and res["top1"] > 0.9
 
 
@@ -89,8 +89,7 @@ def test_eval_cache_second_run_reads_features(tmp_path, tiny_npz, monkeypatch):
     assert second["top1"] == first["top1"] and sorted(cache.glob("*.pt")) == entries
     # Another pooling is another fingerprint: it must extract (and so hits the patched function).
     with pytest.raises(AssertionError, match="recomputed"):
-        main(["-q", "eval", "knn", *TINY, "--data", str(tiny_npz), "--cache", str(cache),
-              "--pooling", "avg_last4"])
+        main(["-q", "eval", "knn", *TINY, "--data", str(tiny_npz), "--cache", str(cache), "--pooling", "avg_last4"])
 
 
 @pytest.mark.parametrize("pooling,shape", [("avg", (192,)), ("patch", (64, 192))])
@@ -110,24 +109,45 @@ def test_extract_shapes_and_pixels(tmp_path):
     with np.load(out) as f:
         assert f["train_features"].shape == (40, 192) and f["test_features"].shape == (10, 192)
     out = tmp_path / "pixels.npz"
-    assert main(["-q", "extract", "--checkpoint", "pixels", "--data", "shapes:40", "--img-size", "16",
-                 "--pca-dim", "8", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "extract",
+                "--checkpoint",
+                "pixels",
+                "--data",
+                "shapes:40",
+                "--img-size",
+                "16",
+                "--pca-dim",
+                "8",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with np.load(out) as f:
         assert f["train_features"].shape == (40, 8) and f["test_features"].shape == (10, 8)
         assert str(f["encoder"]) == "pixels"
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["eval", "knn", *TINY, "--data", "{tmp}/missing.npz"], "not found"),
-    (["eval", "knn", *TINY, "--data", "{tmp}/no_such_folder"], "bad dataset spec"),
-    (["eval", "bogus", *TINY, "--data", "shapes:20"], "unknown task 'bogus'"),
-    (["eval", "linear", *TINY, "--data", "{npz}", "--label-key", "nope"], "missing key"),
-    (["eval", "knn", *TINY, "--data", "shapes:20", "--label-key", "nope"], "label_key"),
-    (["eval", "attentive", "--checkpoint", "pixels", "--data", "{npz}"], "patch tokens"),
-    (["eval", "knn", "--checkpoint", "random:vit_nope", "--data", "{npz}"], "unknown model"),
-    (["eval", "knn", *TINY, "--data", "{npz}", "--max-train", "0"], "--max-train"),
-    (["extract", *TINY, "--data", "{tmp}/missing.npz", "--out", "{tmp}/f.npz"], "not found"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["eval", "knn", *TINY, "--data", "{tmp}/missing.npz"], "not found"),
+        (["eval", "knn", *TINY, "--data", "{tmp}/no_such_folder"], "bad dataset spec"),
+        (["eval", "bogus", *TINY, "--data", "shapes:20"], "unknown task 'bogus'"),
+        (["eval", "linear", *TINY, "--data", "{npz}", "--label-key", "nope"], "missing key"),
+        (["eval", "knn", *TINY, "--data", "shapes:20", "--label-key", "nope"], "label_key"),
+        (["eval", "attentive", "--checkpoint", "pixels", "--data", "{npz}"], "patch tokens"),
+        (["eval", "knn", "--checkpoint", "random:vit_nope", "--data", "{npz}"], "unknown model"),
+        (["eval", "knn", *TINY, "--data", "{npz}", "--max-train", "0"], "--max-train"),
+        (["extract", *TINY, "--data", "{tmp}/missing.npz", "--out", "{tmp}/f.npz"], "not found"),
+    ],
+)
 def test_bad_inputs_exit_2_with_one_line(tmp_path, tiny_npz, capsys, argv, needle):
     argv = [a.format(tmp=tmp_path, npz=tiny_npz) for a in argv]
     assert main(argv) == 2
@@ -141,8 +161,7 @@ def test_eval_saved_encoder_file_reports_target(tmp_path, tiny_npz):
     from openjepa.interop import load_encoder, save_encoder_safetensors
 
     enc = load_encoder("random:vit_tiny", patch_size=4, img_size=32, depth=1)
-    path = save_encoder_safetensors(enc.state_dict(), enc.meta["arch"], tmp_path / "enc.safetensors",
-                                    which="target")
+    path = save_encoder_safetensors(enc.state_dict(), enc.meta["arch"], tmp_path / "enc.safetensors", which="target")
     res = _eval(tmp_path, "knn", str(tiny_npz), checkpoint=["--checkpoint", str(path), "--no-progress"])
     assert res["checkpoint"] == str(path) and res["encoder"] == "target" and res["img_size"] == 32
     # The same weights as random:vit_tiny at depth 1 (seed 0): the same features, the same result.

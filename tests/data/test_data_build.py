@@ -11,8 +11,7 @@ from openjepa.data import ImageFolderDataset, NpzImageDataset, ShapesDataset, bu
 def npz_file(tmp_path):
     p = tmp_path / "d.npz"
     x = np.zeros((4, 3, 3, 3), np.uint8)
-    np.savez(p, x_train=x, y_train=np.arange(4), x_test=x[:2], y_test=np.arange(2),
-             class_names=np.array(list("abcd")))
+    np.savez(p, x_train=x, y_train=np.arange(4), x_test=x[:2], y_test=np.arange(2), class_names=np.array(list("abcd")))
     return p
 
 

@@ -84,6 +84,7 @@ def test_loader__workers_seed_random_and_numpy_reproducibly():
     def draws(seed):
         loader = make_loader(_RandomDataset(), 2, shuffle=False, num_workers=2, seed=seed)
         return torch.cat(list(loader))
+
     a, b = draws(0), draws(0)
     assert torch.equal(a, b)
     # batch 0 comes from worker 0, batch 1 from worker 1: each RNG stream differs per worker

@@ -60,10 +60,12 @@ def test_npz__transform_is_applied(tmp_path):
 
 def test_npz__label_key_selects_extra_label_array_and_names(tmp_path):
     p = tmp_path / "dist.npz"
-    extra = {"y_train_dist": np.array([5, 4, 3, 2, 1, 0], dtype=np.uint8),
-             "y_test_dist": np.array([1, 1, 0], dtype=np.uint8),
-             "dist_class_names": np.array([f"d{i}" for i in range(6)]),
-             "n_objects_train": np.array([3, 4, 5, 6, 7, 8], dtype=np.int64)}
+    extra = {
+        "y_train_dist": np.array([5, 4, 3, 2, 1, 0], dtype=np.uint8),
+        "y_test_dist": np.array([1, 1, 0], dtype=np.uint8),
+        "dist_class_names": np.array([f"d{i}" for i in range(6)]),
+        "n_objects_train": np.array([3, 4, 5, 6, 7, 8], dtype=np.int64),
+    }
     _write(p, extra=extra)
     ds = NpzImageDataset(p, label_key="dist")
     assert ds.targets.tolist() == [5, 4, 3, 2, 1, 0] and ds[0][1] == 5

@@ -28,11 +28,24 @@ def test_pretrain_transforms__constant_image_maps_to_imagenet_normalised_value()
 
 
 def test_pretrain_transforms__pipeline_matches_reference_order_and_params():
-    tf = make_pretrain_transforms(32, crop_scale=(0.5, 0.9), horizontal_flip=True, color_distortion=True,
-                                  gaussian_blur=True, color_jitter_strength=0.5)
+    tf = make_pretrain_transforms(
+        32,
+        crop_scale=(0.5, 0.9),
+        horizontal_flip=True,
+        color_distortion=True,
+        gaussian_blur=True,
+        color_jitter_strength=0.5,
+    )
     kinds = [type(t) for t in tf.transforms]
-    assert kinds == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.RandomApply, T.RandomGrayscale,
-                     RandomGaussianBlurPIL, T.ToTensor, T.Normalize]
+    assert kinds == [
+        T.RandomResizedCrop,
+        T.RandomHorizontalFlip,
+        T.RandomApply,
+        T.RandomGrayscale,
+        RandomGaussianBlurPIL,
+        T.ToTensor,
+        T.Normalize,
+    ]
     rrc = tf.transforms[0]
     assert rrc.size == (32, 32) and rrc.scale == (0.5, 0.9)
     assert rrc.ratio == pytest.approx((3 / 4, 4 / 3))

@@ -17,9 +17,11 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of launched runs: one thread each, the test hooks importable, openjepa importable."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-           and not k.startswith("SLURM_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") and not k.startswith("SLURM_")
+    }
     path = [str(HOOKS), str(SRC)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path), **extra)
     return env
@@ -27,16 +29,15 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """Start `cmd` in its own session (process group), output to `log`."""
-    return subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait(proc: subprocess.Popen, log: Path, timeout: float = 180) -> int:
     try:
         return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
         kill_group(proc)
-        raise AssertionError(f"{proc.args[0]} did not finish in {timeout} s:\n{log.read_text()[-3000:]}")
+        raise AssertionError(f"{proc.args[0]} did not finish in {timeout} s:\n{log.read_text()[-3000:]}") from e
 
 
 def wait_until(proc: subprocess.Popen, ready, log: Path, what: str, timeout: float = 180) -> None:

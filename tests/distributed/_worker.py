@@ -49,19 +49,25 @@ def rows(batch, lo: int, hi: int):
 
 
 def full_params(model) -> dict[str, torch.Tensor]:
-    return {f"{part}.{k}": v.detach().clone() for part in ("encoder", "predictor", "target_encoder")
-            for k, v in getattr(model, part).state_dict().items()}
+    return {
+        f"{part}.{k}": v.detach().clone()
+        for part in ("encoder", "predictor", "target_encoder")
+        for k, v in getattr(model, part).state_dict().items()
+    }
 
 
 def train_steps(net, model, batches_per_step, ema_fn=None):
     """Run train_step over the given micro-batch lists; returns the per-step (rank-averaged) losses."""
-    from openjepa.distributed import DistEnv, all_reduce_mean
+    from openjepa.core.distributed import DistEnv, all_reduce_mean
     from openjepa.train import make_optimizer, train_step
 
     opt = make_optimizer(model.encoder, model.predictor)
     kwargs = {"ema_fn": ema_fn} if ema_fn is not None else {}
-    env = DistEnv(torch.distributed.get_rank(), torch.distributed.get_world_size()) \
-        if torch.distributed.is_initialized() else DistEnv()
+    env = (
+        DistEnv(torch.distributed.get_rank(), torch.distributed.get_world_size())
+        if torch.distributed.is_initialized()
+        else DistEnv()
+    )
     losses = []
     for micro in batches_per_step:
         r = train_step(net, opt, micro, LR, WD, MOMENTUM, **kwargs)
@@ -87,9 +93,13 @@ def ddp_accum(env, out):
 
 
 def fsdp(env, out):
-    from openjepa.distributed import DistEnv
-    from openjepa.train.parallel import (apply_fsdp, ema_update_sharded_, enable_activation_checkpointing,
-                                         full_state_dicts)
+    from openjepa.core.distributed import DistEnv
+    from openjepa.train.parallel import (
+        apply_fsdp,
+        ema_update_sharded_,
+        enable_activation_checkpointing,
+        full_state_dicts,
+    )
 
     model = tiny_model()
     enable_activation_checkpointing(model)
@@ -101,11 +111,18 @@ def fsdp(env, out):
     nets = full_state_dicts(model, opt, DistEnv(env.rank, env.world_size))
     params = None
     if nets is not None:
-        params = {f"{part}.{k}": v for part in ("encoder", "predictor", "target_encoder") for k, v in nets[part].items()}
-    return {"losses": losses, "params": params, "param_type": type(local).__name__,
-            "local_shape": tuple(local.to_local().shape), "global_shape": tuple(local.shape),
-            "optimizer_keys": sorted(next(iter(nets["optimizer"]["state"].values()))) if nets else None,
-            "optimizer_index": sorted(nets["optimizer"]["state"])[:3] if nets else None}
+        params = {
+            f"{part}.{k}": v for part in ("encoder", "predictor", "target_encoder") for k, v in nets[part].items()
+        }
+    return {
+        "losses": losses,
+        "params": params,
+        "param_type": type(local).__name__,
+        "local_shape": tuple(local.to_local().shape),
+        "global_shape": tuple(local.shape),
+        "optimizer_keys": sorted(next(iter(nets["optimizer"]["state"].values()))) if nets else None,
+        "optimizer_index": sorted(nets["optimizer"]["state"])[:3] if nets else None,
+    }
 
 
 def _tiny_cfg(folder, *more):
@@ -123,8 +140,9 @@ def _audit_writes(folder: Path) -> list[str]:
     def hook(event, args):
         if event == "open" and len(args) >= 3:
             path, mode, flags = args[0], args[1], args[2]
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or \
-                (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+            )
             if writing and isinstance(path, (str, bytes, os.PathLike)) and str(os.fsdecode(path)).startswith(root):
                 seen.append(os.path.basename(os.fsdecode(path)))
         elif event in ("os.rename", "os.replace") and str(args[1]).startswith(root):
@@ -184,8 +202,11 @@ def fit_shards(env, out):
     from openjepa.train.loop import fit
 
     spec = f"shards:{out / 'shards'}/shard-{{000000..000003}}.tar"
-    r = fit(_tiny_cfg(out / "shards_run", f"data.dataset={spec}", "data.num_workers=2",
-                      "optimization.epochs=1"), progress=False, env=env)
+    r = fit(
+        _tiny_cfg(out / "shards_run", f"data.dataset={spec}", "data.num_workers=2", "optimization.epochs=1"),
+        progress=False,
+        env=env,
+    )
     return {"steps": r.steps, "stop": r.stop_reason}
 
 
@@ -194,15 +215,21 @@ SCENARIOS = {f.__name__: f for f in (ddp, ddp_accum, fsdp, fit_ddp, fit_preempt,
 
 def run_rank(rank: int, world: int, port: int, out: str, scenarios: list[str]) -> None:
     """Entry point of each spawned rank."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     # spawned children inherit "spawn" for their own children; torchrun's workers fork their DataLoader
     # workers (the Linux default), which is also what keeps the shard test's workers cheap to start
     import multiprocessing
 
     multiprocessing.set_start_method("fork", force=True)
-    from openjepa.distributed import cleanup, init_distributed
+    from openjepa.core.distributed import cleanup, init_distributed
 
     env = init_distributed("cpu", timeout_minutes=2)
     out_dir = Path(out)

@@ -39,8 +39,9 @@ def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("two_ranks")
     write_test_shards(out / "shards")
     scenarios = list(_worker.SCENARIOS)
-    ctx = mp.start_processes(_worker.run_rank, args=(2, free_port(), str(out), scenarios), nprocs=2,
-                             join=False, start_method="spawn")
+    ctx = mp.start_processes(
+        _worker.run_rank, args=(2, free_port(), str(out), scenarios), nprocs=2, join=False, start_method="spawn"
+    )
     deadline, failure = time.monotonic() + SESSION_TIMEOUT_S, None
     try:
         while not ctx.join(timeout=1):
@@ -53,8 +54,9 @@ def two_ranks(tmp_path_factory):
         for p in ctx.processes:
             if p.is_alive():
                 p.kill()
-    results = [torch.load(out / f"rank{r}.pt", weights_only=False) if (out / f"rank{r}.pt").exists() else {}
-               for r in range(2)]
+    results = [
+        torch.load(out / f"rank{r}.pt", weights_only=False) if (out / f"rank{r}.pt").exists() else {} for r in range(2)
+    ]
     merged = {name: [results[0].get(name), results[1].get(name)] for name in scenarios}
     return {"results": merged, "folder": out, "failure": failure}
 

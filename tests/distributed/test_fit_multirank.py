@@ -8,9 +8,9 @@ import csv
 import pytest
 import torch
 
+from openjepa.core.checkpoint import list_checkpoints, load_checkpoint, safe_load
 from openjepa.models.ijepa import IJEPA
 from openjepa.train import make_optimizer
-from openjepa.train.checkpoint import list_checkpoints, load_checkpoint, safe_load
 
 from ..reliability._tiny import losses, params, same_params
 from .conftest import scenario

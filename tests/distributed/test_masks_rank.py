@@ -6,7 +6,7 @@ import torch
 
 from openjepa.config import load_config
 from openjepa.masks import MultiBlockMaskCollator, RandomMaskCollator
-from openjepa.train.loop import build_collator
+from openjepa.masks.build import build_collator
 
 from ..reliability._tiny import TINY
 

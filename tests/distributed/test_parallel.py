@@ -6,10 +6,9 @@ import copy
 
 import torch
 
-from openjepa.distributed import DistEnv
+from openjepa.core.distributed import DistEnv
 from openjepa.train.ema import ema_update_
-from openjepa.train.parallel import (enable_activation_checkpointing, ema_update_sharded_, full_state_dicts,
-                                     wrap_model)
+from openjepa.train.parallel import ema_update_sharded_, enable_activation_checkpointing, full_state_dicts, wrap_model
 
 from . import _worker
 

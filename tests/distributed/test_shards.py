@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from openjepa.data import make_loader
-from openjepa.data.shards import (INDEX_NAME, ShardDataset, buffer_shuffle_order, count_samples, expand_urls,
-                                  write_shards)
+from openjepa.data.shards import (
+    INDEX_NAME,
+    ShardDataset,
+    buffer_shuffle_order,
+    count_samples,
+    expand_urls,
+    write_shards,
+)
 
 from .conftest import write_test_shards
 
@@ -38,8 +44,9 @@ def _collate(batch):
 def _epoch(folder, rank=0, world=1, workers=0, epoch=0, skip=0, buffer=10):
     ds = ShardDataset(f"shards:{folder}/shard-{{000000..000003}}.tar", seed=7, shuffle_buffer=buffer)
     ds.set_epoch(epoch)
-    loader = make_loader(ds, BATCH, _collate, num_workers=workers, seed=7, epoch=epoch, rank=rank,
-                         world_size=world, skip_batches=skip)
+    loader = make_loader(
+        ds, BATCH, _collate, num_workers=workers, seed=7, epoch=epoch, rank=rank, world_size=world, skip_batches=skip
+    )
     return [(imgs, _labels((imgs, y))) for imgs, y in loader]
 
 
@@ -71,6 +78,7 @@ def test_shards_read_without_the_index_and_tolerate_foreign_tars(tmp_path):
     # a shard as other tools write it: "./" prefixes, a directory entry, keys in a sub-folder
     buf = io.BytesIO()
     from PIL import Image
+
     Image.new("RGB", (8, 8), (255, 0, 0)).save(buf, format="JPEG")
     with tarfile.open(tmp_path / "x-0.tar", "w") as tf:
         d = tarfile.TarInfo("./imgs")
@@ -117,7 +125,7 @@ def test_resume_skips_consumed_samples_and_continues_identically(shards, workers
         ds.set_epoch(1)
         ds.configure(rank=1, world_size=2, batch_size=BATCH, skip_batches=skip)
         segments, order = ds.lane_plan(0, 1)
-        first_needed = int(order[skip * BATCH:].min())
+        first_needed = int(order[skip * BATCH :].min())
         starts = np.cumsum([0] + [hi - lo for _, lo, hi in segments])
         unneeded = [ds.urls[s] for (s, _, _), end in zip(segments, starts[1:]) if end <= first_needed]
         assert not set(unneeded) & set(opened)
@@ -155,8 +163,9 @@ def test_write_shards__arrays_tensors_and_bad_input(tmp_path):
     assert [y for _, y in ds] == [1, 2, 3]
     jpeg = io.BytesIO()
     from PIL import Image
+
     Image.new("RGB", (8, 8), (0, 255, 0)).save(jpeg, format="JPEG")
-    path, = write_shards([jpeg.getvalue()], [9], tmp_path / "raw", fmt="jpg")
+    (path,) = write_shards([jpeg.getvalue()], [9], tmp_path / "raw", fmt="jpg")
     with tarfile.open(path) as tf:
         assert tf.extractfile("00000000.jpg").read() == jpeg.getvalue(), "encoded bytes are stored unchanged"
     with pytest.raises(TypeError, match="PIL images"):

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from openjepa.config import load_config
-from openjepa.distributed import process_layout
+from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
+from openjepa.core.distributed import process_layout
 from openjepa.launch.slurm import SlurmOptions, render_sbatch, submit, write_job
-from openjepa.train.checkpoint import list_checkpoints, load_checkpoint
 from openjepa.train.loop import fit
 
 from ..reliability._tiny import losses, params, same_params, tiny_cfg
@@ -54,17 +54,37 @@ def _tools(folder: Path) -> Path:
 
 
 def test_render_sbatch__header_rendezvous_resume_and_requeue(tmp_path):
-    opts = SlurmOptions(nodes=2, gpus_per_node=8, partition="gpu", account="proj", time="24:00:00",
-                        setup=["module load cuda"], extra=["--exclusive"], python="/opt/venv/bin/python")
+    opts = SlurmOptions(
+        nodes=2,
+        gpus_per_node=8,
+        partition="gpu",
+        account="proj",
+        time="24:00:00",
+        setup=["module load cuda"],
+        extra=["--exclusive"],
+        python="/opt/venv/bin/python",
+    )
     text = render_sbatch(opts, tmp_path / "cfg.yaml", tmp_path / "run")
     header = [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("#SBATCH ")]
-    for option in ("--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8", "--time=24:00:00", "--requeue",
-                   "--signal=USR1@300", "--partition=gpu", "--account=proj", "--exclusive", "--open-mode=append",
-                   f"--output={tmp_path / 'run' / 'slurm' / '%x-%j.out'}"):
+    for option in (
+        "--nodes=2",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--time=24:00:00",
+        "--requeue",
+        "--signal=USR1@300",
+        "--partition=gpu",
+        "--account=proj",
+        "--exclusive",
+        "--open-mode=append",
+        f"--output={tmp_path / 'run' / 'slurm' / '%x-%j.out'}",
+    ):
         assert option in header, option
     srun = [line for line in text.splitlines() if line.startswith("srun ")]
-    assert srun == [f"srun /opt/venv/bin/python -m openjepa.cli.main pretrain --config {tmp_path / 'cfg.yaml'} "
-                    f"--resume --no-progress"]
+    assert srun == [
+        f"srun /opt/venv/bin/python -m openjepa.cli.main pretrain --config {tmp_path / 'cfg.yaml'} "
+        f"--resume --no-progress"
+    ]
     assert 'if [ "$rc" -eq 75 ]; then' in text and 'scontrol requeue "$SLURM_JOB_ID"' in text
     assert text.index("module load cuda") < text.index("srun ")
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0, "shell syntax"
@@ -87,8 +107,22 @@ def test_cli_slurm__writes_the_script_and_config_and_submits_with_sbatch(tmp_pat
     from openjepa.cli.main import main
 
     run = tmp_path / "run"
-    argv = ["pretrain", "--slurm", "--nodes", "2", "--gpus-per-node", "8", "--partition", "gpu",
-            "--config", "in1k_vith14_ep300", "--out", str(run), "--set", "data.root_path=/data"]
+    argv = [
+        "pretrain",
+        "--slurm",
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "8",
+        "--partition",
+        "gpu",
+        "--config",
+        "in1k_vith14_ep300",
+        "--out",
+        str(run),
+        "--set",
+        "data.root_path=/data",
+    ]
     assert main(argv + ["--dry-run"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == {"script": str(run / "slurm" / "pretrain.sbatch"), "processes": 16, "global_batch": 2048}
@@ -116,9 +150,14 @@ def test_sbatch_script__signal_checkpoints_exits_75_requeues_and_the_requeued_jo
     assert load_config(run / "slurm" / "config.yaml") == cfg
     tools = _tools(tmp_path / "bin")
     job_id = free_port_in(15000, 35000) - 15000  # the script listens on 15000 + job id
-    slurm_env = {"PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": str(job_id),
-                 "SLURM_JOB_NODELIST": "node001", "SLURM_NTASKS": "1", "SLURM_CPUS_PER_TASK": "1",
-                 "SCONTROL_LOG": str(tmp_path / "scontrol.log")}
+    slurm_env = {
+        "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_JOB_ID": str(job_id),
+        "SLURM_JOB_NODELIST": "node001",
+        "SLURM_NTASKS": "1",
+        "SLURM_CPUS_PER_TASK": "1",
+        "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
+    }
 
     # SLURM's --signal=USR1@120 reaches the task; here it sends it to itself after step 3
     log1 = tmp_path / "job-1.log"
@@ -147,9 +186,16 @@ def test_sbatch_script__signal_checkpoints_exits_75_requeues_and_the_requeued_jo
 
 def test_example_script_in_scripts_slurm_is_what_the_generator_writes():
     example = Path(__file__).resolve().parents[2] / "scripts" / "slurm" / "in1k_vith14_ep300_16gpus.sbatch"
-    opts = SlurmOptions(nodes=2, gpus_per_node=8, cpus_per_gpu=10, time="72:00:00", partition="gpu", mem="0",
-                        python="python",
-                        setup=["source .venv/bin/activate  # or: module load ...; conda activate ..."])
+    opts = SlurmOptions(
+        nodes=2,
+        gpus_per_node=8,
+        cpus_per_gpu=10,
+        time="72:00:00",
+        partition="gpu",
+        mem="0",
+        python="python",
+        setup=["source .venv/bin/activate  # or: module load ...; conda activate ..."],
+    )
     expected = render_sbatch(opts, "runs/in1k_vith14_ep300/slurm/config.yaml", "runs/in1k_vith14_ep300")
     assert example.read_text() == expected, "regenerate scripts/slurm/ with render_sbatch (see docs/scaling.md)"
 

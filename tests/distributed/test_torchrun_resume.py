@@ -10,22 +10,40 @@ import signal
 
 import pytest
 
-from openjepa.train.checkpoint import list_checkpoints
+from openjepa.core.checkpoint import list_checkpoints
 
 from ..reliability._tiny import TINY, losses, params, same_params
 from ._launch import PYTHON, child_env, kill_group, start, wait, wait_until
 from .conftest import free_port
 
-pytestmark = [pytest.mark.distributed,
-              pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX process groups")]
+pytestmark = [
+    pytest.mark.distributed,
+    pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX process groups"),
+]
 STEPS = 6
 
 
 def _torchrun(run, port: int) -> list[str]:
     torchrun = shutil.which("torchrun") or "torchrun"
-    cmd = [torchrun, "--nnodes", "1", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
-           "--rdzv_endpoint", f"127.0.0.1:{port}", "-m", "openjepa.cli.main", "pretrain", "--no-progress",
-           "--data", "shapes:24", "--out", str(run)]
+    cmd = [
+        torchrun,
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{port}",
+        "-m",
+        "openjepa.cli.main",
+        "pretrain",
+        "--no-progress",
+        "--data",
+        "shapes:24",
+        "--out",
+        str(run),
+    ]
     if not shutil.which("torchrun"):
         cmd = [PYTHON, "-m", "torch.distributed.run", *cmd[1:]]
     for item in TINY:

@@ -6,8 +6,16 @@ import torch
 import torch.nn as nn
 
 
-def make_blobs(n: int, *, num_classes: int = 5, dim: int = 32, sep: float = 6.0, noise: float = 1.0,
-               seed: int = 0, center_seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
+def make_blobs(
+    n: int,
+    *,
+    num_classes: int = 5,
+    dim: int = 32,
+    sep: float = 6.0,
+    noise: float = 1.0,
+    seed: int = 0,
+    center_seed: int = 1234,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian blobs: fixed class centres (by center_seed), samples drawn by seed; balanced labels."""
     centers = torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(center_seed))
     centers = sep * centers / centers.norm(dim=1, keepdim=True)
@@ -18,9 +26,16 @@ def make_blobs(n: int, *, num_classes: int = 5, dim: int = 32, sep: float = 6.0,
     return x, y
 
 
-def make_position_task(n: int, *, num_classes: int = 4, tokens: int = 8, dim: int = 32,
-                       signal: float = 4.0, noise: float = 0.3, seed: int = 0
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def make_position_task(
+    n: int,
+    *,
+    num_classes: int = 4,
+    tokens: int = 8,
+    dim: int = 32,
+    signal: float = 4.0,
+    noise: float = 0.3,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens = fixed positional vector + noise; class c adds one fixed signal vector at token c.
 
     The token mean is the same random variable for every class, so average pooling is at chance;
@@ -43,8 +58,7 @@ class StandInEncoder(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.patch_embed = nn.Conv2d(3, embed_dim, patch, stride=patch)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.GELU())
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.GELU()) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim)
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:

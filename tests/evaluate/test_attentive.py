@@ -19,9 +19,10 @@ def test_attention_solves_the_token_position_task_that_average_pooling_cannot():
     xte, yte = make_position_task(400, seed=1)
     att = attentive_probe(xtr, ytr, xte, yte, epochs=20, lr=3e-3, wd=0.05, batch_size=64, seed=0)
     avg = linear_probe(xtr.float().mean(1), ytr, xte.float().mean(1), yte, epochs=30)
-    assert att["top1"] > 0.9
-    assert avg["top1"] < 0.4  # chance is 0.25: the token mean carries no class information
-    assert (att["n_train"], att["n_test"]) == (1000, 400)
+    assert att.top1 > 0.9
+    assert avg.top1 < 0.4  # chance is 0.25: the token mean carries no class information
+    assert (att.n_train, att.n_test) == (1000, 400)
+    assert att.to_dict() == {"top1": att.top1, "n_train": 1000, "n_test": 400}  # 4 classes: no top5
 
 
 def test_attentive_probe_is_deterministic_per_seed():

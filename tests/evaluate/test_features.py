@@ -130,3 +130,30 @@ def test_unknown_pooling_is_rejected():
 
     with pytest.raises(ValueError):
         extract_features(_encoder(), ImageDataset(2, SIZE), pooling="cls", progress=False)
+
+
+def test_evaluation_and_embed_share_one_pooling():
+    from openjepa import load_encoder
+    from openjepa.evaluate import POOLINGS
+    from openjepa.models.pooling import POOLINGS as MODEL_POOLINGS
+    from openjepa.models.pooling import pool_features
+
+    assert POOLINGS == MODEL_POOLINGS == ("avg", "avg_last4", "patch")
+    enc = load_encoder("random:vit_tiny", img_size=16, patch_size=4, depth=5, seed=0)
+    ds = ImageDataset(N, SIZE)
+    for pooling in POOLINGS:
+        f, _ = extract_features(enc, ds, pooling=pooling, batch_size=4, progress=False)
+        embedded = enc.embed(ds.images, batch_size=3, pooling=pooling, progress=False)
+        with torch.no_grad():
+            direct = pool_features(enc, ds.images, pooling)
+        assert embedded.dtype == direct.dtype == torch.float32
+        torch.testing.assert_close(embedded, direct, rtol=0, atol=1e-6)
+        if pooling == "patch":  # extract_features stores all tokens in half precision
+            assert f.dtype == torch.float16
+            torch.testing.assert_close(f.float(), direct, atol=2e-3, rtol=2e-3)
+        else:
+            torch.testing.assert_close(f, direct, rtol=0, atol=1e-6)
+    assert direct.shape == (N, T, 192)
+    with torch.no_grad():
+        last4 = pool_features(enc, ds.images[:2], "avg_last4")
+    assert last4.shape == (2, 4 * 192)  # 4 of the 5 blocks

@@ -45,17 +45,29 @@ def test_knn_eval_beats_chance_and_agrees_with_knn_classify():
     train_x, train_y = make_blobs(300, seed=0)
     test_x, test_y = make_blobs(100, seed=1)
     res = knn_eval(train_x, train_y, test_x, test_y, ks=(10, 20))
-    assert res["k10_top1"] > 0.9 and res["k20_top1"] > 0.9  # chance is 0.2
-    assert "k10_top5" not in res  # only 5 classes
+    assert res.at(10).top1 > 0.9 and res.at(20).top1 > 0.9  # chance is 0.2
+    assert res.at(10).top5 is None and res.top5 is None  # only 5 classes
     pred = knn_classify(train_x, train_y, test_x, k=20).argmax(dim=1)
-    assert math.isclose(res["k20_top1"], (pred == test_y).float().mean().item())
+    assert math.isclose(res.at(20).top1, (pred == test_y).float().mean().item())
+    assert res.headline_k == 20 and res.top1 == res.at(20).top1  # DINO's k is the headline
+    assert res.to_dict() == {
+        "k10_top1": res.at(10).top1,
+        "k20_top1": res.at(20).top1,
+        "n_train": 300,
+        "n_test": 100,
+        "temperature": 0.07,
+        "top1": res.at(20).top1,
+    }
+    with pytest.raises(KeyError):
+        res.at(5)
 
 
 def test_knn_k_larger_than_train_set_is_clipped():
     train_x, train_y = make_blobs(30, seed=0)
     test_x, test_y = make_blobs(20, seed=1)
     res = knn_eval(train_x, train_y, test_x, test_y, ks=(30, 1000))
-    assert res["k1000_top1"] == res["k30_top1"]
+    assert res.at(1000).top1 == res.at(30).top1
+    assert res.headline_k == 30  # without k=20 the first k is the headline
     scores = knn_classify(train_x, train_y, test_x, k=1000)
     assert torch.equal(scores, knn_classify(train_x, train_y, test_x, k=30))
 
@@ -64,4 +76,12 @@ def test_knn_eval_reports_top5_for_more_than_five_classes_and_remaps_labels():
     train_x, train_y = make_blobs(400, num_classes=8, seed=0)
     test_x, test_y = make_blobs(80, num_classes=8, seed=1)
     res = knn_eval(train_x, train_y + 100, test_x, test_y + 100, ks=(10,))  # non-zero-based labels
-    assert res["k10_top1"] > 0.8 and res["k10_top5"] >= res["k10_top1"]
+    assert res.at(10).top1 > 0.8 and res.at(10).top5 >= res.at(10).top1
+    assert list(res.to_dict()) == ["k10_top1", "k10_top5", "n_train", "n_test", "temperature", "top1", "top5"]
+
+
+def test_knn_eval_counts_a_repeated_k_once():
+    train_x, train_y = make_blobs(60, seed=0)
+    test_x, test_y = make_blobs(30, seed=1)
+    res = knn_eval(train_x, train_y, test_x, test_y, ks=(5, 5))
+    assert [a.k for a in res.per_k] == [5] and 0.0 <= res.top1 <= 1.0

@@ -41,12 +41,27 @@ def test_lowshot_eval_beats_chance_and_reports_mean_std_per_setting():
     xtr, ytr = make_blobs(1000, seed=0)
     xte, yte = make_blobs(300, seed=1)
     res = lowshot_eval(xtr, ytr, xte, yte, fractions=(0.01,), shots=(1, 5), seeds=(0, 1, 2))
-    assert list(res) == ["1%", "1-shot", "5-shot"]
-    assert res["1%"]["n_train"] == 10 and res["5-shot"]["n_train"] == 25
-    for setting in res.values():
-        assert len(setting["per_seed"]) == 3
-        assert setting["mean"] > 0.6  # chance is 0.2
-        assert setting["std"] >= 0.0
-    assert res["5-shot"]["mean"] > 0.9
-    assert lowshot_eval(xtr, ytr, xte, yte, fractions=(), shots=(1,)) == \
-        lowshot_eval(xtr, ytr, xte, yte, fractions=(), shots=(1,))
+    settings = res.settings
+    assert list(settings) == ["1%", "1-shot", "5-shot"]
+    assert settings["1%"].n_train == 10 and settings["5-shot"].n_train == 25
+    for setting in settings.values():
+        assert len(setting.per_seed) == 3
+        assert setting.mean > 0.6  # chance is 0.2
+        assert setting.mean == pytest.approx(sum(setting.per_seed) / 3)
+        assert setting.std >= 0.0
+    assert settings["5-shot"].mean > 0.9
+    assert res.top1 == settings["1%"].mean and res.top5 is None  # the paper's 1% is the headline
+    assert (res.n_train, res.n_test) == (1000, 300)
+    out = res.to_dict()
+    assert list(out) == ["settings", "top1", "n_train", "n_test"]
+    assert out["settings"]["1-shot"] == {
+        "mean": settings["1-shot"].mean,
+        "std": settings["1-shot"].std,
+        "per_seed": list(settings["1-shot"].per_seed),
+        "n_train": 5,
+    }
+    one_shot = lowshot_eval(xtr, ytr, xte, yte, fractions=(), shots=(1,))
+    assert one_shot == lowshot_eval(xtr, ytr, xte, yte, fractions=(), shots=(1,))
+    assert one_shot.top1 == one_shot.settings["1-shot"].mean == settings["1-shot"].mean
+    with pytest.raises(ValueError, match="at least one"):
+        lowshot_eval(xtr, ytr, xte, yte, fractions=(), shots=())

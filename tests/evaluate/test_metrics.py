@@ -8,12 +8,14 @@ from openjepa.evaluate import confusion_matrix, mean_per_class_accuracy, per_cla
 
 
 def test_topk_accuracy_on_hand_made_logits():
-    logits = torch.tensor([
-        [0.9, 0.05, 0.03, 0.01, 0.005, 0.005],  # label 0: top1 hit
-        [0.1, 0.5, 0.2, 0.1, 0.05, 0.05],       # label 2: 2nd best -> top5 hit only
-        [0.3, 0.25, 0.2, 0.1, 0.1, 0.05],       # label 5: last -> miss in both
-        [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],         # label 3: top1 hit
-    ])
+    logits = torch.tensor(
+        [
+            [0.9, 0.05, 0.03, 0.01, 0.005, 0.005],  # label 0: top1 hit
+            [0.1, 0.5, 0.2, 0.1, 0.05, 0.05],  # label 2: 2nd best -> top5 hit only
+            [0.3, 0.25, 0.2, 0.1, 0.1, 0.05],  # label 5: last -> miss in both
+            [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],  # label 3: top1 hit
+        ]
+    )
     labels = torch.tensor([0, 2, 5, 3])
     acc = topk_accuracy(logits, labels, ks=(1, 5))
     assert acc == {"top1": 0.5, "top5": 0.75}

@@ -17,7 +17,9 @@ def test_regression_probe_recovers_a_linear_count():
 
     (xtr, vtr), (xte, vte) = make(600), make(300)
     res = regression_probe(xtr, vtr, xte, vte)
-    assert res["r2"] > 0.95
-    assert res["mae"] < 0.5
-    assert res["rounded_acc"] > 0.6  # chance is 1/8
-    assert set(res) >= {"mae", "rmse", "r2", "rounded_acc", "alpha", "n_train", "n_test"}
+    assert res.r2 > 0.95
+    assert res.mae < 0.5
+    assert res.rounded_acc > 0.6  # chance is 1/8
+    assert res.top1 == res.rounded_acc and res.top5 is None  # the count accuracy is the headline
+    assert res.rmse >= res.mae and res.alpha > 0 and (res.n_train, res.n_test) == (600, 300)
+    assert list(res.to_dict()) == ["mae", "rmse", "r2", "rounded_acc", "alpha", "n_train", "n_test", "top1"]

@@ -11,8 +11,18 @@ import pytest
 import torch
 
 import openjepa.evaluate.runner as runner
-from openjepa.evaluate.runner import (PIXELS, data_key, default_label_key, eval_datasets, evaluate_encoder,
-                                      markdown_summary, pixel_features, pixel_features_from_datasets, run_probe)
+from openjepa.evaluate.results import ClassifierResult, EvalResult
+from openjepa.evaluate.runner import (
+    PIXELS,
+    data_key,
+    default_label_key,
+    eval_datasets,
+    evaluate_encoder,
+    markdown_summary,
+    pixel_features,
+    pixel_features_from_datasets,
+    run_probe,
+)
 from openjepa.models.registry import create_encoder
 
 
@@ -33,8 +43,15 @@ def _write_npz(path: Path, n_train: int = 40, n_test: int = 12, size: int = 8, s
         x = colours[y][:, None, None, :] + rng.normal(0, 20, size=(len(y), size, size, 3))
         return np.clip(x, 0, 255).astype(np.uint8)
 
-    np.savez(path, x_train=images(y_train), y_train=y_train.astype(np.uint8), x_test=images(y_test),
-             y_test=y_test.astype(np.uint8), n_objects_train=y_train + 3, n_objects_test=y_test + 3)
+    np.savez(
+        path,
+        x_train=images(y_train),
+        y_train=y_train.astype(np.uint8),
+        x_test=images(y_test),
+        y_test=y_test.astype(np.uint8),
+        n_objects_train=y_train + 3,
+        n_objects_test=y_test + 3,
+    )
     return path
 
 
@@ -88,8 +105,9 @@ def test_pixel_features_of_non_array_datasets_go_through_the_transform():
 def test_evaluate_pixels_caches_and_reports(npz, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     res = evaluate_encoder(PIXELS, str(npz), "knn", cache_dir=cache, pca_dim=4)
-    assert res["pooling"] == "pca4" and res["pca_dim"] == 4 and res["n_train"] == 40 and res["n_test"] == 12
-    assert res["top1"] > 0.8  # 4 flat colours
+    assert res.pooling == "pca4" and res.pca_dim == 4 and res.probe.n_train == 40 and res.probe.n_test == 12
+    assert res.top1 > 0.8  # 4 flat colours
+    assert res.img_size is None and "img_size" not in res.to_dict() and res.to_dict()["pca_fit_on"] == 40
     assert len(list(cache.glob("*.pt"))) == 2
 
     def boom(*a, **k):
@@ -97,7 +115,7 @@ def test_evaluate_pixels_caches_and_reports(npz, tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "pixel_features_from_datasets", boom)
     again = evaluate_encoder(PIXELS, str(npz), "knn", cache_dir=cache, pca_dim=4)
-    assert again["top1"] == res["top1"]
+    assert again.top1 == res.top1
     with pytest.raises(AssertionError, match="recomputed"):  # other settings, other entry
         evaluate_encoder(PIXELS, str(npz), "knn", cache_dir=cache, pca_dim=3)
     with pytest.raises(ValueError, match="patch tokens"):
@@ -113,12 +131,12 @@ def test_evaluate_encoder_cache_skips_extraction(npz, tmp_path, monkeypatch):
     enc = create_encoder("vit_tiny", patch_size=4, img_size=8, depth=1)
     cache = tmp_path / "cache"
     first = evaluate_encoder(enc, str(npz), "linear", cache_dir=cache, progress=False)
-    assert len(list(cache.glob("*.pt"))) == 2 and first["img_size"] == 8
+    assert len(list(cache.glob("*.pt"))) == 2 and first.img_size == 8
 
     calls = []
     monkeypatch.setattr(runner, "extract_features", lambda *a, **k: calls.append(1))
     second = evaluate_encoder(enc, str(npz), "linear", cache_dir=cache, progress=False)
-    assert calls == [] and second["top1"] == first["top1"]
+    assert calls == [] and second.top1 == first.top1
 
     # New data in the same file: size/mtime enter the key, so the stale entry is not served.
     _write_npz(npz, seed=1)
@@ -135,8 +153,13 @@ def test_data_key_and_default_label_key(npz, tmp_path):
     assert default_label_key(str(npz), "regression") == "n_objects"
     assert default_label_key(str(npz), "linear") is None
     assert default_label_key("shapes:10", "regression") is None
-    np.savez(tmp_path / "plain.npz", x_train=np.zeros((2, 4, 4, 3), np.uint8), y_train=np.zeros(2, np.uint8),
-             x_test=np.zeros((2, 4, 4, 3), np.uint8), y_test=np.zeros(2, np.uint8))
+    np.savez(
+        tmp_path / "plain.npz",
+        x_train=np.zeros((2, 4, 4, 3), np.uint8),
+        y_train=np.zeros(2, np.uint8),
+        x_test=np.zeros((2, 4, 4, 3), np.uint8),
+        y_test=np.zeros(2, np.uint8),
+    )
     assert default_label_key(str(tmp_path / "plain.npz"), "regression") is None
 
 
@@ -146,8 +169,8 @@ def test_regression_task_reads_counts():
     x = torch.randn(120, 16, generator=g)
     counts = (x @ w).round().clamp(-20, 20).long()
     res = run_probe("regression", (x[:100], counts[:100]), (x[100:], counts[100:]))
-    assert res["top1"] == res["rounded_acc"] > 0.8 and res["r2"] > 0.95
-    assert res["n_train"] == 100 and res["n_test"] == 20
+    assert res.top1 == res.rounded_acc > 0.8 and res.r2 > 0.95
+    assert res.n_train == 100 and res.n_test == 20
 
 
 def test_run_probe_checks_feature_rank_and_task():
@@ -161,8 +184,56 @@ def test_run_probe_checks_feature_rank_and_task():
         run_probe("nope", pooled, pooled)
 
 
+def _eval_result(**kw) -> EvalResult:
+    probe = ClassifierResult(top1=0.5, top5=0.75, n_train=3, n_test=2)
+    return EvalResult(
+        **{"task": "attentive", "pooling": "patch", "data": "shapes:5", "probe": probe, "seconds": 1.25, **kw}
+    )
+
+
+def test_eval_result_json_keys_in_cli_order():
+    res = _eval_result(img_size=32, label_key="dist", checkpoint="run/", encoder="target")
+    assert res.to_dict() == {
+        "checkpoint": "run/",
+        "encoder": "target",
+        "task": "attentive",
+        "pooling": "patch",
+        "data": "shapes:5",
+        "img_size": 32,
+        "top1": 0.5,
+        "top5": 0.75,
+        "n_train": 3,
+        "n_test": 2,
+        "label_key": "dist",
+        "seconds": 1.25,
+    }
+    assert list(res.to_dict()) == [
+        "checkpoint",
+        "encoder",
+        "task",
+        "pooling",
+        "data",
+        "img_size",
+        "top1",
+        "top5",
+        "n_train",
+        "n_test",
+        "label_key",
+        "seconds",
+    ]
+    assert (res.top1, res.top5) == (0.5, 0.75)
+    assert list(_eval_result(pca_dim=6, pca_fit_on=40).to_dict())[:5] == [
+        "task",
+        "pooling",
+        "data",
+        "pca_dim",
+        "pca_fit_on",
+    ]
+
+
 def test_markdown_summary_row():
-    table = markdown_summary([{"task": "knn", "checkpoint": "pixels", "encoder": "pixels", "top1": 0.5,
-                               "n_train": 3}])
+    table = markdown_summary([_eval_result(checkpoint="pixels", encoder="pixels")])
     lines = table.splitlines()
-    assert len(lines) == 3 and lines[0].startswith("| task |") and "| 0.5000 |" in lines[2]
+    assert len(lines) == 3 and lines[0].startswith("| task |")
+    assert lines[2] == "| attentive | shapes:5 | pixels | pixels | patch | 0.5000 | 0.7500 | 3 | 2 | 1.25 |"
+    assert "| shapes:5 |  | " in markdown_summary([_eval_result()])  # no checkpoint given: an empty cell

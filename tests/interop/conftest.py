@@ -33,7 +33,7 @@ def tiny_encoder(seed: int = 0, **kw) -> VisionTransformer:
     torch.manual_seed(seed)
     enc = VisionTransformer(**args).eval()
     with torch.no_grad():  # non-trivial norms/biases so that a swapped mapping would show
-        for name, p in enc.named_parameters():
+        for p in enc.parameters():
             if p.requires_grad and p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return enc

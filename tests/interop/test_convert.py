@@ -10,8 +10,13 @@ import torch
 from openjepa.interop import FORMATS, add_convert_args, convert, detect_format, load_encoder, run_convert
 from tests.interop.conftest import export_safetensors, same_state, tiny_encoder
 
-_OUT = {"openjepa": "out.pt", "reference": "out.pth.tar", "hf": "out_hf", "timm": "out.safetensors",
-        "safetensors": "out_enc.safetensors"}
+_OUT = {
+    "openjepa": "out.pt",
+    "reference": "out.pth.tar",
+    "hf": "out_hf",
+    "timm": "out.safetensors",
+    "safetensors": "out_enc.safetensors",
+}
 
 
 @pytest.fixture(scope="module")

@@ -82,9 +82,18 @@ def test_timm_export__loads_through_timm_pretrained_file_overlay(tmp_path):
     assert all(torch.equal(sd[k], v) for k, v in enc.state_dict().items())
 
 
-@pytest.mark.parametrize("name,patch,img", [("vit_tiny", 16, 224), ("vit_small", 16, 224), ("vit_base", 16, 224),
-                                            ("vit_large", 16, 224), ("vit_huge", 14, 224), ("vit_huge", 16, 448),
-                                            ("vit_giant", 16, 224)])
+@pytest.mark.parametrize(
+    "name,patch,img",
+    [
+        ("vit_tiny", 16, 224),
+        ("vit_small", 16, 224),
+        ("vit_base", 16, 224),
+        ("vit_large", 16, 224),
+        ("vit_huge", 14, 224),
+        ("vit_huge", 16, 448),
+        ("vit_giant", 16, 224),
+    ],
+)
 def test_timm_create_args__every_preset_has_our_keys_shapes_and_heads(name, patch, img):
     timm = pytest.importorskip("timm")
     from openjepa.interop import hf_config
@@ -92,8 +101,14 @@ def test_timm_create_args__every_preset_has_our_keys_shapes_and_heads(name, patc
     from openjepa.models import ENCODER_SPECS
 
     spec = ENCODER_SPECS[name]
-    arch = {"patch_size": patch, "img_size": [img, img], "embed_dim": spec.embed_dim, "depth": spec.depth,
-            "num_heads": spec.num_heads, "mlp_ratio": spec.mlp_ratio}
+    arch = {
+        "patch_size": patch,
+        "img_size": [img, img],
+        "embed_dim": spec.embed_dim,
+        "depth": spec.depth,
+        "num_heads": spec.num_heads,
+        "mlp_ratio": spec.mlp_ratio,
+    }
     ours = _empty_encoder(arch, {}, 1.0)  # meta device: no memory, no init
     model_name, kwargs = timm_create_args(arch)
     model = timm.create_model(model_name, device="meta", **kwargs)

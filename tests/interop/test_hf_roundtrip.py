@@ -7,19 +7,19 @@ import json
 import pytest
 import torch
 
+from openjepa.core.checkpoint import load_checkpoint
 from openjepa.interop import convert, hf_to_encoder_state_dict, load_hf
-from openjepa.train.checkpoint import load_checkpoint
 from tests.interop.conftest import GOLDEN_HEADS, export_safetensors, same_state, tiny_encoder
 
 
 @pytest.mark.parametrize("which,slot", [("target", "target_encoder"), ("context", "encoder")])
-def test_golden_to_ours_to_hf_to_ours_to_reference__bit_identical(golden_ref, golden_ref_file, tmp_path, which,
-                                                                  slot):
+def test_golden_to_ours_to_hf_to_ours_to_reference__bit_identical(golden_ref, golden_ref_file, tmp_path, which, slot):
     ours = convert(golden_ref_file, tmp_path / "ours.pt", "reference", "openjepa", num_heads=GOLDEN_HEADS)
     hf = convert(ours, tmp_path / "hf", "openjepa", "hf", which=which)
     ours2 = convert(hf, tmp_path / "ours2.pt", "hf", "openjepa", encoder_only=True)
-    ref = torch.load(convert(ours2, tmp_path / "ref.pth.tar", "openjepa", "reference", encoder_only=True),
-                     weights_only=True)
+    ref = torch.load(
+        convert(ours2, tmp_path / "ref.pth.tar", "openjepa", "reference", encoder_only=True), weights_only=True
+    )
     # HF carries one encoder: the one asked for comes back bit for bit, in both encoder slots
     assert same_state(ref[slot], golden_ref[slot])
     assert same_state(ref["encoder"], ref["target_encoder"])
@@ -34,11 +34,30 @@ def test_hf_folder__config_preprocessor_and_weights(golden_ref_file, tmp_path):
     folder = convert(golden_ref_file, tmp_path / "hf", "reference", "hf", num_heads=GOLDEN_HEADS)
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["model_type"] == "ijepa" and cfg["architectures"] == ["IJepaModel"]
-    assert {k: cfg[k] for k in ("image_size", "patch_size", "hidden_size", "num_hidden_layers",
-                                "num_attention_heads", "intermediate_size", "layer_norm_eps", "qkv_bias",
-                                "hidden_act")} == {
-        "image_size": 32, "patch_size": 4, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "intermediate_size": 256, "layer_norm_eps": 1e-6, "qkv_bias": True, "hidden_act": "gelu"}
+    assert {
+        k: cfg[k]
+        for k in (
+            "image_size",
+            "patch_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "layer_norm_eps",
+            "qkv_bias",
+            "hidden_act",
+        )
+    } == {
+        "image_size": 32,
+        "patch_size": 4,
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 256,
+        "layer_norm_eps": 1e-6,
+        "qkv_bias": True,
+        "hidden_act": "gelu",
+    }
     pre = json.loads((folder / "preprocessor_config.json").read_text())
     assert pre["image_processor_type"] == "ViTImageProcessor"
     assert pre["size"] == {"height": 32, "width": 32}

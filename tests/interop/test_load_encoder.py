@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from openjepa.core.checkpoint import CheckpointError, save_checkpoint
 from openjepa.interop import Encoder, convert, load_encoder
-from openjepa.train.checkpoint import CheckpointError, save_checkpoint
 from tests.conftest import strip_module
 from tests.interop.conftest import GOLDEN_HEADS, export_safetensors, same_state, tiny_encoder
 
@@ -48,7 +48,10 @@ def test_load_encoder__reference_without_module_prefix_and_in_memory_dict(golden
     assert same_state(a.state_dict(), b.state_dict())
     assert a.meta["fingerprint"] == b.meta["fingerprint"]
     # the caller's tensors are not aliased by the returned model
-    assert b.blocks[0].attn.qkv.weight.data_ptr() != golden_ref["target_encoder"]["module.blocks.0.attn.qkv.weight"].data_ptr()
+    assert (
+        b.blocks[0].attn.qkv.weight.data_ptr()
+        != golden_ref["target_encoder"]["module.blocks.0.attn.qkv.weight"].data_ptr()
+    )
 
 
 def test_load_encoder__timm_pth_and_run_folder(golden_ref_file, golden_ref, tmp_path):
@@ -59,8 +62,11 @@ def test_load_encoder__timm_pth_and_run_folder(golden_ref_file, golden_ref, tmp_
     assert same_state(enc.state_dict(), strip_module(golden_ref["target_encoder"]))
     assert enc.meta["which"] is None
     st = convert(golden_ref_file, tmp_path / "x.pt", "reference", "openjepa", num_heads=GOLDEN_HEADS)
-    save_checkpoint({k: v for k, v in torch.load(st, weights_only=True).items()
-                     if k not in ("format", "format_version")}, tmp_path / "run", step=5)
+    save_checkpoint(
+        {k: v for k, v in torch.load(st, weights_only=True).items() if k not in ("format", "format_version")},
+        tmp_path / "run",
+        step=5,
+    )
     assert load_encoder(tmp_path / "run").meta["fingerprint"] == enc.meta["fingerprint"]
 
 
@@ -108,8 +114,9 @@ def test_load_encoder__random_baseline_is_seeded_and_sized():
 
 def _images(n=5, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [Image.fromarray((torch.rand(40 + 4 * i, 48, 3, generator=g) * 255).to(torch.uint8).numpy())
-            for i in range(n)]
+    return [
+        Image.fromarray((torch.rand(40 + 4 * i, 48, 3, generator=g) * 255).to(torch.uint8).numpy()) for i in range(n)
+    ]
 
 
 def test_embed__pil_list_tensor_and_folder_give_identical_features(tmp_path):

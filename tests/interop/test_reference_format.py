@@ -6,12 +6,18 @@ import pytest
 import torch
 
 from openjepa.config import config_from_dict
-from openjepa.interop import (convert, from_reference_checkpoint, infer_encoder_arch, infer_predictor_arch,
-                              load_reference_checkpoint, to_reference_checkpoint)
+from openjepa.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from openjepa.interop import (
+    convert,
+    from_reference_checkpoint,
+    infer_encoder_arch,
+    infer_predictor_arch,
+    load_reference_checkpoint,
+    to_reference_checkpoint,
+)
 from openjepa.interop.reference import REFERENCE_KEYS
 from openjepa.models import IJEPA
 from openjepa.train import make_optimizer
-from openjepa.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.conftest import strip_module
 from tests.interop.conftest import GOLDEN_HEADS, same_state, tiny_encoder
 
@@ -27,8 +33,14 @@ def test_load_reference_checkpoint__strips_module_prefix_from_path_and_dict(gold
 
 def test_infer_encoder_arch__golden_tiny_shapes(golden_ref):
     arch = infer_encoder_arch(golden_ref["target_encoder"], num_heads=GOLDEN_HEADS)
-    assert arch == {"patch_size": 4, "img_size": [32, 32], "embed_dim": 64, "depth": 2, "num_heads": 4,
-                    "mlp_ratio": 4.0}
+    assert arch == {
+        "patch_size": 4,
+        "img_size": [32, 32],
+        "embed_dim": 64,
+        "depth": 2,
+        "num_heads": 4,
+        "mlp_ratio": 4.0,
+    }
     pred = infer_predictor_arch(golden_ref["predictor"], arch)
     assert (pred["pred_depth"], pred["pred_emb_dim"], pred["predictor_heads"]) == (2, 32, 4)
     assert pred["target_type"] == "representation"
@@ -88,10 +100,16 @@ def _run_checkpoint(golden_step, folder):
     loss = model(golden_step["imgs"], golden_step["masks_enc"], golden_step["masks_pred"])
     loss.backward()
     opt.step()
-    state = {"config": {"data": {"batch_size": 4}, "optimization": {"lr": 1e-3}}, "arch": model.arch(),
-             "encoder": model.encoder.state_dict(), "predictor": model.predictor.state_dict(),
-             "target_encoder": model.target_encoder.state_dict(), "optimizer": opt.state_dict(),
-             "step": 7, "epoch": 3}
+    state = {
+        "config": {"data": {"batch_size": 4}, "optimization": {"lr": 1e-3}},
+        "arch": model.arch(),
+        "encoder": model.encoder.state_dict(),
+        "predictor": model.predictor.state_dict(),
+        "target_encoder": model.target_encoder.state_dict(),
+        "optimizer": opt.state_dict(),
+        "step": 7,
+        "epoch": 3,
+    }
     return save_checkpoint(state, folder, step=7)
 
 
@@ -111,8 +129,9 @@ def test_openjepa_to_reference_to_openjepa__keeps_three_networks_and_optimizer(g
     for i, s in o1["state"].items():
         assert all(torch.equal(v, o2["state"][i][k]) for k, v in s.items())
     # the whole run folder is accepted too (its newest checkpoint)
-    assert same_state(load_checkpoint(convert(tmp_path / "run", tmp_path / "b2.pt", None, "openjepa"))["encoder"],
-                      orig["encoder"])
+    assert same_state(
+        load_checkpoint(convert(tmp_path / "run", tmp_path / "b2.pt", None, "openjepa"))["encoder"], orig["encoder"]
+    )
 
 
 def test_encoder_only_source_to_training_formats__says_predictor_is_missing(golden_ref_file, tmp_path):

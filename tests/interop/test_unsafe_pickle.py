@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from openjepa.core.checkpoint import CheckpointError
 from openjepa.interop import convert, load_encoder, load_reference_checkpoint, load_timm
-from openjepa.train.checkpoint import CheckpointError
 
 
 class _Payload:

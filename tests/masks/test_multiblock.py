@@ -10,8 +10,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from openjepa.masks import MaskSettingsError, MultiBlockMaskCollator, RandomMaskCollator
 
-PAPER = dict(enc_mask_scale=(0.85, 1.0), pred_mask_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5),
-             nenc=1, npred=4, allow_overlap=False)
+PAPER = dict(
+    enc_mask_scale=(0.85, 1.0),
+    pred_mask_scale=(0.15, 0.2),
+    aspect_ratio=(0.75, 1.5),
+    nenc=1,
+    npred=4,
+    allow_overlap=False,
+)
 SETTINGS = {"224/16": (224, 16, 10), "224/14": (224, 14, 10), "32/4 (min_keep 4)": (32, 4, 4)}
 
 
@@ -41,8 +47,9 @@ def test_collator__statistics_match_reference(key, golden_stats):
     assert overlap == ref["context_target_overlap_total"] == 0
 
 
-@pytest.mark.parametrize("quirks", [{}, dict(independent_scale_aspect=True, include_last_row_col=True,
-                                            allow_full_size_blocks=True)])
+@pytest.mark.parametrize(
+    "quirks", [{}, dict(independent_scale_aspect=True, include_last_row_col=True, allow_full_size_blocks=True)]
+)
 def test_collator__targets_are_rectangles_within_ranges_and_context_keeps_min_keep(quirks):
     c = MultiBlockMaskCollator(224, 16, min_keep=10, seed=0, **PAPER, **quirks)
     g = torch.Generator().manual_seed(1)
@@ -76,8 +83,9 @@ def test_collator__reference_quirks_by_default_context_is_top_left_15x15_on_16x1
 
 
 def test_collator__quirk_switches_reach_last_row_and_column():
-    c = MultiBlockMaskCollator(224, 14, min_keep=10, seed=0, include_last_row_col=True,
-                               allow_full_size_blocks=True, **PAPER)
+    c = MultiBlockMaskCollator(
+        224, 14, min_keep=10, seed=0, include_last_row_col=True, allow_full_size_blocks=True, **PAPER
+    )
     g = torch.Generator().manual_seed(2)
     seen = torch.zeros(256, dtype=torch.bool)
     for _ in range(30):
@@ -125,12 +133,15 @@ def test_collator__dataloader_workers_do_not_repeat_masks_and_match_single_proce
     assert len({tuple(m.flatten().tolist()) for m in multi}) == len(multi)
 
 
-@pytest.mark.parametrize("kwargs, phrase", [
-    (dict(min_keep=64), "min_keep"),
-    (dict(min_keep=4, pred_mask_scale=(0.7, 0.8), enc_mask_scale=(0.3, 0.4)), "cannot be met"),
-    (dict(min_keep=4, enc_mask_scale=(0.9, 0.8)), "enc_mask_scale"),
-    (dict(min_keep=4, aspect_ratio=(0.0, 1.0)), "aspect_ratio"),
-])
+@pytest.mark.parametrize(
+    "kwargs, phrase",
+    [
+        (dict(min_keep=64), "min_keep"),
+        (dict(min_keep=4, pred_mask_scale=(0.7, 0.8), enc_mask_scale=(0.3, 0.4)), "cannot be met"),
+        (dict(min_keep=4, enc_mask_scale=(0.9, 0.8)), "enc_mask_scale"),
+        (dict(min_keep=4, aspect_ratio=(0.0, 1.0)), "aspect_ratio"),
+    ],
+)
 def test_collator__impossible_settings_raise_up_front(kwargs, phrase):
     args = {**PAPER, **kwargs}
     with pytest.raises(MaskSettingsError, match=phrase):

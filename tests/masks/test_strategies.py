@@ -7,7 +7,7 @@ import torch
 
 from openjepa.config import ConfigError, load_config
 from openjepa.masks import RandomMaskCollator
-from openjepa.train.loop import build_collator
+from openjepa.masks.build import build_collator
 
 BASE = ["data.crop_size=64", "mask.patch_size=8", "mask.min_keep=4"]
 

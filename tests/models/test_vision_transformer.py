@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from openjepa.models import (ENCODER_SPECS, VisionTransformer, create_encoder, create_predictor,
-                             set_fused_attn, sincos_2d, vit_predictor, vit_tiny)
+from openjepa.models import (
+    ENCODER_SPECS,
+    VisionTransformer,
+    create_encoder,
+    create_predictor,
+    set_fused_attn,
+    sincos_2d,
+    vit_predictor,
+    vit_tiny,
+)
 from tests.conftest import strip_module
 
 
@@ -26,10 +34,15 @@ def test_param_counts__every_preset_equals_the_reference(golden_stats):
         assert _trainable(enc) + block * (ENCODER_SPECS[name].depth - 1) == expected, key
 
 
-@pytest.mark.parametrize("enc_name, key", [("vit_huge", "predictor depth12 dim384 for vit_huge"),
-                                           ("vit_giant", "predictor depth12 dim384 for vit_giant"),
-                                           ("vit_base", "predictor depth6 dim384 for vit_base"),
-                                           ("vit_small", "predictor depth6 dim384 for vit_small")])
+@pytest.mark.parametrize(
+    "enc_name, key",
+    [
+        ("vit_huge", "predictor depth12 dim384 for vit_huge"),
+        ("vit_giant", "predictor depth12 dim384 for vit_giant"),
+        ("vit_base", "predictor depth6 dim384 for vit_base"),
+        ("vit_small", "predictor depth6 dim384 for vit_small"),
+    ],
+)
 def test_param_counts__predictor_equals_the_reference(enc_name, key, golden_stats):
     enc = create_encoder(enc_name, 14, 224, depth=1)
     depth = 12 if "depth12" in key else 6

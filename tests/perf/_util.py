@@ -10,14 +10,25 @@ from openjepa.models.ijepa import IJEPA
 
 def tiny_ijepa(seed: int = 0, pred_depth: int = 3, img: int = 32, patch: int = 4) -> IJEPA:
     torch.manual_seed(seed)
-    return IJEPA.build("vit_tiny", patch, img, pred_depth=pred_depth, pred_emb_dim=48, depth=2,
-                       embed_dim=48, num_heads=4, predictor_heads=4)
+    return IJEPA.build(
+        "vit_tiny",
+        patch,
+        img,
+        pred_depth=pred_depth,
+        pred_emb_dim=48,
+        depth=2,
+        embed_dim=48,
+        num_heads=4,
+        predictor_heads=4,
+    )
 
 
-def tiny_batches(n: int, batch: int = 3, img: int = 32, patch: int = 4, nenc: int = 1, npred: int = 4,
-                 seed: int = 0) -> list:
-    collator = MultiBlockMaskCollator(img, patch, (0.85, 1.0), (0.15, 0.2), (0.75, 1.5), nenc, npred, 4,
-                                      False, seed=seed)
+def tiny_batches(
+    n: int, batch: int = 3, img: int = 32, patch: int = 4, nenc: int = 1, npred: int = 4, seed: int = 0
+) -> list:
+    collator = MultiBlockMaskCollator(
+        img, patch, (0.85, 1.0), (0.15, 0.2), (0.75, 1.5), nenc, npred, 4, False, seed=seed
+    )
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):

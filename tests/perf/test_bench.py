@@ -47,16 +47,56 @@ def test_analytic_forward_flops__equal_torch_flop_counter(nenc):
     assert bench.step_flops(model, len(imgs), me, mp) == ours["target"] + 3 * (ours["context"] + ours["predictor"])
 
 
+@pytest.mark.slow
 def test_bench_train_step__prints_one_json_line_with_the_metrics():
-    out = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "train_step.py"), "--model", "vit_tiny", "--img-size", "64",
-         "--patch-size", "8", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--pred-depth", "2",
-         "--pred-emb-dim", "48", "--min-keep", "2", "--threads", "1", "--peak-size", "256"],
-        capture_output=True, text=True, timeout=120, check=True).stdout.strip().splitlines()
+    out = (
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bench" / "train_step.py"),
+                "--model",
+                "vit_tiny",
+                "--img-size",
+                "64",
+                "--patch-size",
+                "8",
+                "--batch-size",
+                "2",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--pred-depth",
+                "2",
+                "--pred-emb-dim",
+                "48",
+                "--min-keep",
+                "2",
+                "--threads",
+                "1",
+                "--peak-size",
+                "256",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     assert len(out) == 1
     res = json.loads(out[0])
-    for key in ("imgs_per_s", "step_s_median", "tflops_achieved", "peak_matmul_tflops", "mfu", "peak_mem_mb",
-                "baseline", "speedup"):
+    for key in (
+        "imgs_per_s",
+        "step_s_median",
+        "tflops_achieved",
+        "peak_matmul_tflops",
+        "mfu",
+        "peak_mem_mb",
+        "baseline",
+        "speedup",
+    ):
         assert key in res, key
     assert res["baseline"]["imgs_per_s"] > 0 and 0 < res["mfu"] < 1.5
     assert res["first_loss_abs_diff"] < 1e-5

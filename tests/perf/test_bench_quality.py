@@ -8,11 +8,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-KEYS = ("dataset", "minutes", "epochs", "ijepa_linear_top1", "ijepa_knn_top1", "random_linear_top1",
-        "random_knn_top1", "pixels_linear_top1")
+KEYS = (
+    "dataset",
+    "minutes",
+    "epochs",
+    "ijepa_linear_top1",
+    "ijepa_knn_top1",
+    "random_linear_top1",
+    "random_knn_top1",
+    "pixels_linear_top1",
+)
 
 
 def _tiny_npz(path: Path) -> Path:
@@ -25,14 +34,38 @@ def _tiny_npz(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_bench_quality__json_line_figures_and_a_knn_curve(tmp_path):
     data = _tiny_npz(tmp_path / "tiny.npz")
     out = tmp_path / "run"
-    tiny = ["meta.depth=1", "meta.pred_depth=1", "meta.pred_emb_dim=48", "data.crop_size=32",
-            "data.batch_size=16", "mask.patch_size=4", "mask.min_keep=4", "logging.tensorboard=false",
-            "logging.plots=false", "logging.collapse_every_steps=0"]
-    cmd = [sys.executable, str(REPO / "bench" / "quality.py"), "--data", str(data), "--minutes", "0.05",
-           "--config", "demo", "--out", str(out), "--knn-every", "1", "--pooling", "avg_last4"]
+    tiny = [
+        "meta.depth=1",
+        "meta.pred_depth=1",
+        "meta.pred_emb_dim=48",
+        "data.crop_size=32",
+        "data.batch_size=16",
+        "mask.patch_size=4",
+        "mask.min_keep=4",
+        "logging.tensorboard=false",
+        "logging.plots=false",
+        "logging.collapse_every_steps=0",
+    ]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "quality.py"),
+        "--data",
+        str(data),
+        "--minutes",
+        "0.05",
+        "--config",
+        "demo",
+        "--out",
+        str(out),
+        "--knn-every",
+        "1",
+        "--pooling",
+        "avg_last4",
+    ]
     for o in tiny:
         cmd += ["--set", o]
     lines = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()
@@ -52,13 +85,37 @@ def test_bench_quality__json_line_figures_and_a_knn_curve(tmp_path):
             assert im.size[0] > 200
 
 
+@pytest.mark.slow
 def test_bench_ablations__one_quality_command_per_row_with_its_switch(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "ablations.py"), "--data", "x.npz", "--minutes", "3",
-                          "--out", str(tmp_path), "--dry-run"], capture_output=True, text=True, check=True,
-                         timeout=60).stdout.strip().splitlines()
-    switches = {"ijepa": None, "pixels": "optimization.target=pixels", "random_mask": "mask.strategy=random",
-                "one_block": "mask.strategy=block", "target_from_input": "optimization.target_from=input",
-                "pred_depth_1": "meta.pred_depth=1"}
+    out = (
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bench" / "ablations.py"),
+                "--data",
+                "x.npz",
+                "--minutes",
+                "3",
+                "--out",
+                str(tmp_path),
+                "--dry-run",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
+    switches = {
+        "ijepa": None,
+        "pixels": "optimization.target=pixels",
+        "random_mask": "mask.strategy=random",
+        "one_block": "mask.strategy=block",
+        "target_from_input": "optimization.target_from=input",
+        "pred_depth_1": "meta.pred_depth=1",
+    }
     assert len(out) == len(switches)
     for line, (row, switch) in zip(out, switches.items()):
         assert "bench/quality.py" in line and f"--out {tmp_path / row}" in line
@@ -66,20 +123,55 @@ def test_bench_ablations__one_quality_command_per_row_with_its_switch(tmp_path):
         assert (f"--set {switch}" in line) if switch else "--set" not in line
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # five short pretraining runs in subprocesses
 def test_select_recipe__scores_variants_on_validation_then_runs_the_best_on_test(tmp_path):
     data = _tiny_npz(tmp_path / "tiny.npz")
     out = tmp_path / "select"
-    tiny = ["meta.depth=1", "meta.pred_depth=1", "meta.pred_emb_dim=48", "data.crop_size=32",
-            "data.batch_size=16", "mask.patch_size=4", "mask.min_keep=4", "logging.tensorboard=false",
-            "logging.plots=false", "logging.collapse_every_steps=0", "data.num_workers=0"]
-    cmd = [sys.executable, str(REPO / "bench" / "select_recipe.py"), "--data", str(data), "--config", "demo",
-           "--val", "32", "--val-epochs", "1", "--epochs", "2", "--minutes", "2", "--val-minutes", "1.5",
-           "--parallel", "2",
-           "--variant", "base:", "--variant", "slow:optimization.lr=1e-5", "--out", str(out)]
+    tiny = [
+        "meta.depth=1",
+        "meta.pred_depth=1",
+        "meta.pred_emb_dim=48",
+        "data.crop_size=32",
+        "data.batch_size=16",
+        "mask.patch_size=4",
+        "mask.min_keep=4",
+        "logging.tensorboard=false",
+        "logging.plots=false",
+        "logging.collapse_every_steps=0",
+        "data.num_workers=0",
+    ]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "select_recipe.py"),
+        "--data",
+        str(data),
+        "--config",
+        "demo",
+        "--val",
+        "32",
+        "--val-epochs",
+        "1",
+        "--epochs",
+        "2",
+        "--minutes",
+        "2",
+        "--val-minutes",
+        "1.5",
+        "--parallel",
+        "2",
+        "--variant",
+        "base:",
+        "--variant",
+        "slow:optimization.lr=1e-5",
+        "--out",
+        str(out),
+    ]
     for o in tiny:
         cmd += ["--set", o]
-    res = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                                    check=True).stdout.strip().splitlines()[-1])
+    res = json.loads(
+        subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout.strip().splitlines()[-1]
+    )
     assert set(res["val"]) == {"base", "slow"}
     scores = {n: v["ijepa_linear_top1"] for n, v in res["val"].items()}
     assert res["selected"] == max(scores, key=scores.get)
@@ -96,17 +188,20 @@ def test_select_recipe__scores_variants_on_validation_then_runs_the_best_on_test
     # --resume reuses finished validation runs and only runs the new variant
     stamps = {n: (out / f"val-{n}" / "quality.json").stat().st_mtime_ns for n in ("base", "slow")}
     again = [*cmd, "--resume", "--variant", "fast:optimization.lr=1e-3"]
-    res2 = json.loads(subprocess.run(again, capture_output=True, text=True, timeout=900,
-                                     check=True).stdout.strip().splitlines()[-1])
+    res2 = json.loads(
+        subprocess.run(again, capture_output=True, text=True, timeout=900, check=True).stdout.strip().splitlines()[-1]
+    )
     assert set(res2["val"]) == {"base", "slow", "fast"}
     assert {n: res2["val"][n] for n in ("base", "slow")} == {n: res["val"][n] for n in ("base", "slow")}
     assert {n: (out / f"val-{n}" / "quality.json").stat().st_mtime_ns for n in ("base", "slow")} == stamps
     # a reused result must come from the same overrides, and an unfinished run is not silently replaced
-    clash = [*cmd[:cmd.index("--variant")], "--resume", "--variant", "base:optimization.lr=1e-2", "--out", str(out)]
+    clash = [*cmd[: cmd.index("--variant")], "--resume", "--variant", "base:optimization.lr=1e-2", "--out", str(out)]
     for o in tiny:
         clash += ["--set", o]
     bad = subprocess.run(clash, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "was run with overrides" in bad.stderr
     (out / "val-half").mkdir()
-    bad = subprocess.run([*again, "--variant", "half:optimization.lr=1e-4"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [*again, "--variant", "half:optimization.lr=1e-4"], capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode != 0 and "unfinished run" in bad.stderr

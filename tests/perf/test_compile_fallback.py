@@ -101,6 +101,7 @@ def test_faster__stays_compiled(recwarn):
     assert calls["compiled"] == 2 * (1 + 2 + 1)  # warm-up, compiled probe steps and after
 
 
+@pytest.mark.slow
 def test_real_torch_compile__equals_eager():
     """Dynamo tracing with the `eager` backend (no C++ build, so it stays quick)."""
     m = tiny_ijepa()

@@ -16,12 +16,18 @@ def test_golden_step__with_every_fast_path_on(golden_step):
     model = set_fast_paths(build_from_golden(g), True)
     assert model.predictor.fast_path and not model.predictor_per_block
     opt_cfg = g["config"]["optimizer"]
-    optimizer = make_optimizer(model.encoder, model.predictor, betas=opt_cfg["betas"], eps=opt_cfg["eps"],
-                               fused=True)
+    optimizer = make_optimizer(model.encoder, model.predictor, betas=opt_cfg["betas"], eps=opt_cfg["eps"], fused=True)
     preds = model.predict(g["imgs"], g["masks_enc"], g["masks_pred"])
     assert (preds - g["predictions"]).abs().max() < 1e-5
-    train_step(model, optimizer, [(g["imgs"], g["masks_enc"], g["masks_pred"])], lr=opt_cfg["lr"],
-               wd=opt_cfg["weight_decay"], momentum=g["config"]["ema_momentum"], ema_fn=ema_update_)
+    train_step(
+        model,
+        optimizer,
+        [(g["imgs"], g["masks_enc"], g["masks_pred"])],
+        lr=opt_cfg["lr"],
+        wd=opt_cfg["weight_decay"],
+        momentum=g["config"]["ema_momentum"],
+        ema_fn=ema_update_,
+    )
     for part in ("encoder", "predictor", "target_encoder"):
         sd = getattr(model, part).state_dict()
         for name, ref in g["after_step"][part].items():

@@ -65,8 +65,9 @@ def test_whole_step_fast__equals_whole_step_eager_baseline():
     eager = set_fast_paths(tiny_ijepa(), False)
     fast = set_fast_paths(copy.deepcopy(eager), True)
     batches = tiny_batches(3)
-    a = _run(eager, make_optimizer(eager.encoder, eager.predictor, foreach=False), batches,
-             ema_fn=ema_update_per_tensor_)
+    a = _run(
+        eager, make_optimizer(eager.encoder, eager.predictor, foreach=False), batches, ema_fn=ema_update_per_tensor_
+    )
     b = _run(fast, make_optimizer(fast.encoder, fast.predictor, fused=True), batches, ema_fn=ema_update_)
     _assert_states_close(a, b)
 

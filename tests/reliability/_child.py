@@ -1,11 +1,11 @@
 """Child process for the fault-injection tests: trains the tiny run until the parent SIGKILLs it.
 
-    python _child.py slow-after STEP PROGRESS_FILE FOLDER
-        train; after every step write the step number to PROGRESS_FILE; from STEP on, dawdle
-        0.25 s per step so the parent's SIGKILL lands at a random point of a later step.
-    python _child.py block-in-save STEP FLAG_FILE FOLDER
-        train; when writing the checkpoint of STEP, write half its bytes, create FLAG_FILE and
-        hang inside torch.save, so the parent kills us in the middle of a checkpoint write.
+python _child.py slow-after STEP PROGRESS_FILE FOLDER
+    train; after every step write the step number to PROGRESS_FILE; from STEP on, dawdle
+    0.25 s per step so the parent's SIGKILL lands at a random point of a later step.
+python _child.py block-in-save STEP FLAG_FILE FOLDER
+    train; when writing the checkpoint of STEP, write half its bytes, create FLAG_FILE and
+    hang inside torch.save, so the parent kills us in the middle of a checkpoint write.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _tiny  # noqa: E402
 import torch  # noqa: E402
 
-import _tiny  # noqa: E402
 import openjepa.train.loop as loop  # noqa: E402
 
 

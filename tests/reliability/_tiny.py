@@ -12,15 +12,30 @@ from pathlib import Path
 import torch
 
 from openjepa.config import load_config
-from openjepa.train.checkpoint import list_checkpoints, load_checkpoint
+from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
 
 # 24 shapes images, batch 4: 6 steps per epoch, 12 steps for the default two epochs.
-TINY = ["meta.model_name=vit_tiny", "meta.depth=1", "meta.pred_depth=1", "meta.pred_emb_dim=48",
-        "meta.use_bfloat16=false", "meta.device=cpu", "data.crop_size=32", "data.batch_size=4",
-        "data.num_workers=0", "mask.patch_size=4", "mask.min_keep=4", "mask.pred_mask_scale=[0.15,0.2]",
-        "optimization.epochs=2", "optimization.warmup=1", "logging.log_freq=2",
-        "logging.tensorboard=false", "logging.plots=false", "logging.collapse_every_steps=0",
-        "logging.checkpoint_every_steps=2"]
+TINY = [
+    "meta.model_name=vit_tiny",
+    "meta.depth=1",
+    "meta.pred_depth=1",
+    "meta.pred_emb_dim=48",
+    "meta.use_bfloat16=false",
+    "meta.device=cpu",
+    "data.crop_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "mask.patch_size=4",
+    "mask.min_keep=4",
+    "mask.pred_mask_scale=[0.15,0.2]",
+    "optimization.epochs=2",
+    "optimization.warmup=1",
+    "logging.log_freq=2",
+    "logging.tensorboard=false",
+    "logging.plots=false",
+    "logging.collapse_every_steps=0",
+    "logging.checkpoint_every_steps=2",
+]
 STEPS_PER_EPOCH = 6
 TOTAL_STEPS = 12
 
@@ -35,8 +50,7 @@ def params(folder_or_ckpt) -> dict[str, torch.Tensor]:
     p = Path(folder_or_ckpt)
     path = list_checkpoints(p)[-1][1] if p.is_dir() else p
     state = load_checkpoint(path)
-    return {f"{part}.{k}": v for part in ("encoder", "predictor", "target_encoder")
-            for k, v in state[part].items()}
+    return {f"{part}.{k}": v for part in ("encoder", "predictor", "target_encoder") for k, v in state[part].items()}
 
 
 def same_params(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:

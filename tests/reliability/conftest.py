@@ -32,6 +32,7 @@ def cli_main():
     """`openjepa.cli.main.main`, or a skip while some subcommand module does not exist yet."""
     try:
         from openjepa.cli.main import build_parser, main
+
         build_parser()
     except ModuleNotFoundError as e:  # another engineer's subcommand not written yet
         pytest.skip(f"the openjepa CLI is not importable yet ({e}); the library API is tested instead")

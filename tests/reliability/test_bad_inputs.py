@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from openjepa.config import ConfigError, load_config
+from openjepa.core.checkpoint import CheckpointError
 from openjepa.masks import MaskSettingsError
-from openjepa.train.checkpoint import CheckpointError
 from openjepa.train.loop import fit
 
 from ._tiny import TINY, tiny_cfg
@@ -23,15 +23,18 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
     return msg
 
 
-@pytest.mark.parametrize("override, names_the_fix", [
-    ("optimization.lrr=1e-3", "did you mean 'optimization.lr'"),                     # unknown key
-    ("optimisation.lr=1e-3", "did you mean"),                                       # unknown section
-    ("optimization.lr=fast", "'optimization.lr' expects float, got 'fast'"),          # wrong type
-    ("optimization.epochs=2.5", "'optimization.epochs' expects int"),                 # wrong type
-    ("data.crop_size=30", "set data.crop_size to a multiple of 4 (e.g. 32)"),        # not divisible
-    ("mask.min_keep=70", "set mask.min_keep < 64"),                                  # impossible mask
-    ("mask.pred_mask_scale=[0.001,0.002]", "raise the scale, lower mask.min_keep"),  # impossible mask
-])
+@pytest.mark.parametrize(
+    "override, names_the_fix",
+    [
+        ("optimization.lrr=1e-3", "did you mean 'optimization.lr'"),  # unknown key
+        ("optimisation.lr=1e-3", "did you mean"),  # unknown section
+        ("optimization.lr=fast", "'optimization.lr' expects float, got 'fast'"),  # wrong type
+        ("optimization.epochs=2.5", "'optimization.epochs' expects int"),  # wrong type
+        ("data.crop_size=30", "set data.crop_size to a multiple of 4 (e.g. 32)"),  # not divisible
+        ("mask.min_keep=70", "set mask.min_keep < 64"),  # impossible mask
+        ("mask.pred_mask_scale=[0.001,0.002]", "raise the scale, lower mask.min_keep"),  # impossible mask
+    ],
+)
 def test_bad_config__one_line_config_error_naming_the_key_and_fix(tmp_path, override, names_the_fix):
     with pytest.raises(ConfigError) as e:
         tiny_cfg(tmp_path / "run", override)
@@ -54,12 +57,22 @@ def test_impossible_mask_settings__refused_up_front_by_the_collator(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing written
 
 
-@pytest.mark.parametrize("change, mismatches", [
-    ("meta.pred_emb_dim=96", ["pred_emb_dim: checkpoint 48 vs config 96",
-                              "predictor.mask_token: checkpoint (1, 1, 48) vs config (1, 1, 96)"]),
-    ("meta.depth=2", ["depth: checkpoint 1 vs config 2",
-                      "encoder.blocks.1.attn.proj.bias: checkpoint absent vs config (192,)"]),
-])
+@pytest.mark.parametrize(
+    "change, mismatches",
+    [
+        (
+            "meta.pred_emb_dim=96",
+            [
+                "pred_emb_dim: checkpoint 48 vs config 96",
+                "predictor.mask_token: checkpoint (1, 1, 48) vs config (1, 1, 96)",
+            ],
+        ),
+        (
+            "meta.depth=2",
+            ["depth: checkpoint 1 vs config 2", "encoder.blocks.1.attn.proj.bias: checkpoint absent vs config (192,)"],
+        ),
+    ],
+)
 def test_resume_into_another_architecture__lists_mismatched_fields_and_shapes(tmp_path, change, mismatches):
     run = tmp_path / "run"
     fit(tiny_cfg(run, "optimization.max_steps=2"), progress=False)
@@ -71,8 +84,11 @@ def test_resume_into_another_architecture__lists_mismatched_fields_and_shapes(tm
 
 
 def test_missing_data_folder__names_the_keys_to_set(tmp_path):
-    cfg = load_config(None, TINY + [f"data.root_path={tmp_path / 'nowhere'}", "data.image_folder=train",
-                                    f"logging.folder={tmp_path / 'run'}"])
+    cfg = load_config(
+        None,
+        TINY
+        + [f"data.root_path={tmp_path / 'nowhere'}", "data.image_folder=train", f"logging.folder={tmp_path / 'run'}"],
+    )
     with pytest.raises(FileNotFoundError, match="data folder not found: .*nowhere.*set data.root_path") as e:
         fit(cfg, progress=False)
     _one_line(e)
@@ -122,11 +138,14 @@ def test_corrupt_image_files__are_skipped_counted_and_the_run_continues(tmp_path
     assert "4 unreadable image file(s) were skipped" in text
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("optimization.lrr=1e-3", "unknown config key 'optimization.lrr'; did you mean 'optimization.lr'?"),
-    ("data.crop_size=30", "set data.crop_size to a multiple of 4"),
-    ("data.dataset=folder:/nonexistent/openjepa-images", "data folder not found"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("optimization.lrr=1e-3", "unknown config key 'optimization.lrr'; did you mean 'optimization.lr'?"),
+        ("data.crop_size=30", "set data.crop_size to a multiple of 4"),
+        ("data.dataset=folder:/nonexistent/openjepa-images", "data folder not found"),
+    ],
+)
 def test_cli__bad_inputs_are_one_line_errors_with_exit_code_2(tmp_path, capsys, cli_main, override, expected):
     argv = ["pretrain", "--no-progress", "--out", str(tmp_path / "run")]
     for item in TINY + ["data.dataset=shapes:24", override]:

@@ -8,8 +8,14 @@ import logging
 
 import pytest
 
-from openjepa.train.checkpoint import (CheckpointError, find_resumable, list_checkpoints, load_checkpoint,
-                                       save_checkpoint, verify_checkpoint)
+from openjepa.core.checkpoint import (
+    CheckpointError,
+    find_resumable,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from openjepa.train.loop import fit
 
 from ._tiny import TOTAL_STEPS, losses, params, same_params, tiny_cfg
@@ -46,7 +52,8 @@ def _garble_sidecar(path):
 
 @pytest.mark.parametrize("damage", [_truncate, _flip_one_bit, _drop_sidecar_and_truncate, _garble_sidecar])
 def test_corrupt_newest_checkpoint__falls_back_to_the_previous_one_with_a_warning_naming_it(
-        stopped_run, damage, caplog):
+    stopped_run, damage, caplog
+):
     newest = stopped_run / "ckpt-step00000006.pt"
     damage(newest)
     with pytest.raises(CheckpointError, match="ckpt-step00000006.pt"):
@@ -69,7 +76,8 @@ def test_bit_flip__is_caught_by_the_sha256_sidecar(stopped_run):
 
 
 def test_resume_past_a_corrupt_checkpoint__continues_from_the_previous_one_and_ends_exact(
-        stopped_run, baseline, caplog):
+    stopped_run, baseline, caplog
+):
     _flip_one_bit(stopped_run / "ckpt-step00000006.pt")
     with caplog.at_level(logging.WARNING):
         result = fit(tiny_cfg(stopped_run), resume=True, progress=False)

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import openjepa.train.loop as loop
-from openjepa.train.checkpoint import (CheckpointWriteError, check_free_space, list_checkpoints,
-                                       load_checkpoint)
+from openjepa.core.checkpoint import CheckpointWriteError, check_free_space, list_checkpoints, load_checkpoint
 from openjepa.train.loop import fit
 
 from ._tiny import tiny_cfg
@@ -24,8 +23,10 @@ Usage = namedtuple("Usage", "total used free")
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if a training step runs."""
+
     def forbidden(*args, **kwargs):
         raise AssertionError("training started although the run could not be saved")
+
     monkeypatch.setattr(loop, "train_step", forbidden)
 
 
@@ -47,8 +48,11 @@ def test_disk_full_before_training__clear_error_and_no_step_runs(tmp_path, monke
 def test_unwritable_folder_before_training__clear_error(tmp_path, monkeypatch, no_training):
     real_access = os.access
     run = tmp_path / "run"
-    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(run) and mode & os.W_OK
-                        else real_access(p, mode, **kw))
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode, **kw: False if str(p) == str(run) and mode & os.W_OK else real_access(p, mode, **kw),
+    )
     with pytest.raises(OSError, match=f"output folder {run} is not writable; choose another logging.folder"):
         fit(tiny_cfg(run), progress=False)
 
@@ -72,8 +76,10 @@ def test_read_only_folder_via_chmod__clear_error(tmp_path, no_training):
             pass
         else:  # root (or CAP_DAC_OVERRIDE) writes through any mode bits
             probe.unlink()
-            pytest.skip("running with root privileges: chmod 555 does not stop writes here, so a "
-                        "read-only folder cannot be simulated (the os.access test covers the code path)")
+            pytest.skip(
+                "running with root privileges: chmod 555 does not stop writes here, so a "
+                "read-only folder cannot be simulated (the os.access test covers the code path)"
+            )
         with pytest.raises(OSError, match="cannot create output folder") as e:
             fit(tiny_cfg(locked / "run"), progress=False)
         assert str(locked) in str(e.value) and "\n" not in str(e.value)
@@ -124,6 +130,7 @@ def test_disk_filling_up_mid_run__free_space_check_stops_before_writing(tmp_path
 def test_cli_disk_full__one_line_error_exit_code_2(tmp_path, monkeypatch, capsys, cli_main):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(1 << 30, (1 << 30) - 4096, 4096))
     from ._tiny import TINY
+
     argv = ["pretrain", "--no-progress", "--data", "shapes:24", "--out", str(tmp_path / "run")]
     for item in TINY:
         argv += ["--set", item]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from openjepa.train.checkpoint import list_checkpoints, load_checkpoint
+from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
 from openjepa.train.loop import fit
 
 from ._tiny import TOTAL_STEPS, losses, params, same_params, tiny_cfg
@@ -24,8 +24,13 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 
 def _start(mode: str, step: int, signal_file: Path, folder: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(CHILD), mode, str(step), str(signal_file), str(folder)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), mode, str(step), str(signal_file), str(folder)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 120.0) -> None:
@@ -54,6 +59,7 @@ def _resume_and_compare(folder: Path, baseline: Path, note: str) -> None:
     assert losses(folder) == losses(baseline), note
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted_run_bitwise(tmp_path, baseline):
     seed = int(os.environ.get("OPENJEPA_FAULT_SEED", random.randrange(2**31)))
     rng = random.Random(seed)
@@ -62,8 +68,11 @@ def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted_run_bitwise(t
     note = f"OPENJEPA_FAULT_SEED={seed} (kill after step {target} + {delay:.3f} s)"
     folder, progress = tmp_path / "run", tmp_path / "progress"
     proc = _start("slow-after", target, progress, folder)
-    _wait_for(proc, lambda: progress.exists() and progress.read_text().isdigit()
-              and int(progress.read_text()) >= target, f"step {target}")
+    _wait_for(
+        proc,
+        lambda: progress.exists() and progress.read_text().isdigit() and int(progress.read_text()) >= target,
+        f"step {target}",
+    )
     time.sleep(delay)
     _kill(proc)
     done = [s for s, _ in list_checkpoints(folder)]
@@ -71,6 +80,7 @@ def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted_run_bitwise(t
     _resume_and_compare(folder, baseline, note)
 
 
+@pytest.mark.slow
 def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_checkpoint_and_resumes_exactly(tmp_path, baseline):
     folder, flag = tmp_path / "run", tmp_path / "inside-save"
     proc = _start("block-in-save", 4, flag, folder)  # step 4: the middle of epoch 1

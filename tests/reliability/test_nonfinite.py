@@ -10,10 +10,11 @@ import math
 import pytest
 import torch
 
+import openjepa.train.guards as guards
 import openjepa.train.loop as loop
+from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
 from openjepa.models.ijepa import IJEPA
 from openjepa.train import make_optimizer, train_step
-from openjepa.train.checkpoint import list_checkpoints, load_checkpoint
 from openjepa.train.loop import NonFiniteLossError, fit
 
 from ._tiny import TOTAL_STEPS, losses, params, same_params, tiny_cfg
@@ -66,7 +67,7 @@ def test_skip_mode__skips_counts_and_logs_the_steps_and_training_continues_finit
 
 
 def test_skip_mode__stops_after_too_many_non_finite_steps_in_a_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "MAX_CONSECUTIVE_SKIPS", 4)
+    monkeypatch.setattr(guards, "MAX_CONSECUTIVE_SKIPS", 4)
     _poison_forward(monkeypatch, lambda n: n >= 3)
     with pytest.raises(NonFiniteLossError, match=r"4 steps in a row up to step 6 .*ckpt-step00000004.pt"):
         fit(tiny_cfg(tmp_path / "run", "optimization.on_nonfinite=skip"), progress=False)
@@ -80,8 +81,13 @@ def test_gradient_clipping__bounds_the_gradient_the_optimizer_uses(monkeypatch):
     model = IJEPA.build("vit_tiny", 8, 32, pred_depth=1, pred_emb_dim=48, depth=1)
     opt = make_optimizer(model.encoder, model.predictor)
     seen = []
-    opt.register_step_pre_hook(lambda o, a, k: seen.append(torch.nn.utils.get_total_norm(
-        [p.grad for g in o.param_groups for p in g["params"] if p.grad is not None]).item()))
+    opt.register_step_pre_hook(
+        lambda o, a, k: seen.append(
+            torch.nn.utils.get_total_norm(
+                [p.grad for g in o.param_groups for p in g["params"] if p.grad is not None]
+            ).item()
+        )
+    )
     imgs = torch.randn(4, 3, 32, 32) * 100  # large inputs, large gradients
     batch = [(imgs, [torch.tensor([[0, 1, 2, 4, 5, 6]] * 4)], [torch.tensor([[10, 11]] * 4)])]
     clip = 1e-3

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import openjepa
-from openjepa.train.checkpoint import (CheckpointError, find_resumable, load_checkpoint, safe_load,
-                                       sha256_file)
+from openjepa.core.checkpoint import CheckpointError, find_resumable, load_checkpoint, safe_load, sha256_file
 from openjepa.train.loop import fit
 
 from ._tiny import tiny_cfg
@@ -35,8 +34,14 @@ class _Exploit:
 
 def _payload(marker: Path) -> dict:
     tensor = torch.zeros(3)
-    return {"format": "openjepa", "format_version": 1, "step": 2, "encoder": {"w": tensor},
-            "target_encoder": {"w": tensor}, "note": _Exploit(marker)}
+    return {
+        "format": "openjepa",
+        "format_version": 1,
+        "step": 2,
+        "encoder": {"w": tensor},
+        "target_encoder": {"w": tensor},
+        "note": _Exploit(marker),
+    }
 
 
 def _write(kind: str, path: Path, marker: Path) -> None:
@@ -47,8 +52,9 @@ def _write(kind: str, path: Path, marker: Path) -> None:
     else:  # a bare pickle renamed to .pt
         path.write_bytes(pickle.dumps(_payload(marker), protocol=2))
     # a matching checksum sidecar: the checksum passes, so only the refusal to unpickle protects us
-    path.with_suffix(".json").write_text(json.dumps(
-        {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size, "step": 2}))
+    path.with_suffix(".json").write_text(
+        json.dumps({"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size, "step": 2})
+    )
 
 
 def test_positive_control__plain_pickle_would_run_the_payload(tmp_path):
@@ -119,8 +125,13 @@ def _calls(tree: ast.AST):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             f = node.func
-            name = (f"{f.value.id}.{f.attr}" if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
-                    else f".{f.attr}" if isinstance(f, ast.Attribute) else getattr(f, "id", ""))
+            name = (
+                f"{f.value.id}.{f.attr}"
+                if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+                else f".{f.attr}"
+                if isinstance(f, ast.Attribute)
+                else getattr(f, "id", "")
+            )
             yield node, name, {k.arg: k.value for k in node.keywords}
 
 
@@ -128,14 +139,26 @@ def test_source_never_unpickles_code_or_calls_a_shell():
     """A guard against regressions anywhere in src/openjepa (not only the files tested above)."""
     import yaml
 
-    banned = {"pickle.load", "pickle.loads", "pickle.Unpickler", "marshal.loads", "dill.load", "dill.loads",
-              "os.system", "os.popen", "eval", "exec", ".expandvars", "shelve.open"}  # eval/exec: builtins only
+    banned = {
+        "pickle.load",
+        "pickle.loads",
+        "pickle.Unpickler",
+        "marshal.loads",
+        "dill.load",
+        "dill.loads",
+        "os.system",
+        "os.popen",
+        "eval",
+        "exec",
+        ".expandvars",
+        "shelve.open",
+    }  # eval/exec: builtins only
     problems = []
     for path in sorted(SRC.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
-        where = lambda n: f"{path.relative_to(SRC)}:{n.lineno}"  # noqa: E731
+        where = lambda n: f"{path.relative_to(SRC)}:{n.lineno}"  # noqa: E731, B023
         for node, name, kw in _calls(tree):
-            const = lambda k: getattr(kw.get(k), "value", None)  # noqa: E731
+            const = lambda k: getattr(kw.get(k), "value", None)  # noqa: E731, B023
             if name in banned:
                 problems.append(f"{where(node)}: {name}(...)")
             elif name == "torch.load" and const("weights_only") is not True:
@@ -147,8 +170,9 @@ def test_source_never_unpickles_code_or_calls_a_shell():
             elif name == "yaml.load":
                 loader = kw.get("Loader")
                 module = ".".join(("openjepa", *path.relative_to(SRC).with_suffix("").parts))
-                cls = (getattr(importlib.import_module(module), loader.id, None) if isinstance(loader, ast.Name)
-                       else None)
+                cls = (
+                    getattr(importlib.import_module(module), loader.id, None) if isinstance(loader, ast.Name) else None
+                )
                 if not (isinstance(cls, type) and issubclass(cls, yaml.SafeLoader)):
                     problems.append(f"{where(node)}: yaml.load without a SafeLoader")
     assert not problems, "unsafe loading or shell use:\n" + "\n".join(problems)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 VARIANTS = ("crop", "flip", "colour")
 
@@ -30,9 +31,9 @@ def variant(img: np.ndarray, kind: str) -> np.ndarray:
     """A near-duplicate: an 85% crop resized back, a horizontal flip, or a colour shift."""
     size = img.shape[0]
     if kind == "crop":
-        c = int(round(0.85 * size))
+        c = round(0.85 * size)
         o = (size - c) // 2 + 1
-        return np.asarray(Image.fromarray(img[o:o + c, o - 2:o - 2 + c]).resize((size, size), Image.BICUBIC))
+        return np.asarray(Image.fromarray(img[o : o + c, o - 2 : o - 2 + c]).resize((size, size), Image.BICUBIC))
     if kind == "flip":
         return img[:, ::-1].copy()
     if kind == "colour":
@@ -53,30 +54,31 @@ def write_near_duplicates(folder: Path, n_sources: int = 8, size: int = 64) -> d
         for kind, ext in zip(VARIANTS, (".jpg", ".png", ".webp")):
             p = d / f"{kind}{ext}"
             Image.fromarray(variant(img, kind)).save(p, quality=95) if ext != ".png" else Image.fromarray(
-                variant(img, kind)).save(p)
+                variant(img, kind)
+            ).save(p)
             dups.append(str(p))
         groups[str(orig)] = dups
     return groups
 
 
-class HandcraftedEncoder:
+class HandcraftedEncoder(nn.Module):
     """A deterministic stand-in for a frozen encoder, for testing the search engine on real files.
 
-    Features: a flip-symmetric 8x8 layout of each colour channel, standardised per image (so that
-    brightness and contrast shifts barely move it). `.preprocess`, `.embed` and `.meta` mirror
-    `openjepa.interop.Encoder`.
+    Its one token per image: a flip-symmetric 8x8 layout of each colour channel, standardised per
+    image (so that brightness and contrast shifts barely move it); "avg" pooling gives that token.
+    `.preprocess`, `.meta` and `forward` -> (B, T, D) tokens mirror `openjepa.interop.Encoder`.
     """
 
     def __init__(self, tag: str = "handcrafted-v1") -> None:
+        super().__init__()
         self.meta = {"fingerprint": tag, "source": None, "format": "test", "which": None}
 
     @staticmethod
     def preprocess(im: Image.Image) -> torch.Tensor:
         return torch.from_numpy(np.asarray(im.resize((32, 32), Image.BILINEAR), np.float32) / 255.0).permute(2, 0, 1)
 
-    def embed(self, x: torch.Tensor, batch_size: int = 64, pooling: str = "avg", progress: bool = False
-              ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         small = F.adaptive_avg_pool2d(x, 8)
         sym = 0.5 * (small + small.flip(-1))  # a horizontal flip does not move it
         f = sym.flatten(1)
-        return (f - f.mean(1, keepdim=True)) / f.std(1, keepdim=True).clamp_min(1e-6)
+        return ((f - f.mean(1, keepdim=True)) / f.std(1, keepdim=True).clamp_min(1e-6))[:, None]  # (B, 1, 192)

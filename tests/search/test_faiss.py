@@ -7,8 +7,9 @@ import torch
 
 from openjepa.search import Index
 
-faiss = pytest.importorskip("faiss", reason="the optional FAISS backend is not installed (pip install faiss-cpu)",
-                           exc_type=ImportError)
+faiss = pytest.importorskip(
+    "faiss", reason="the optional FAISS backend is not installed (pip install faiss-cpu)", exc_type=ImportError
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,9 @@ def test_faiss_flat_equals_torch(data, center):
 def test_faiss_exclude_and_update(data):
     index, q = data
     ex = list(range(0, 4000, 100))
-    assert torch.equal(index.search(q, k=5, backend="faiss", exclude=ex).indices,
-                       index.search(q, k=5, exclude=ex).indices)
+    assert torch.equal(
+        index.search(q, k=5, backend="faiss", exclude=ex).indices, index.search(q, k=5, exclude=ex).indices
+    )
     copy = Index(index.features[:100], index.paths[:100])
     copy.search(q[:1], k=3, backend="faiss")  # builds the cached FAISS index
     copy.add_features(q[:1], ["the-query"])  # an update must invalidate it

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from openjepa.search import FingerprintMismatchError, Index, IndexFormatError, scan_images
+from openjepa.data.images import scan_images
+from openjepa.search import FingerprintMismatchError, Index, IndexFormatError
 
 from ._images import HandcraftedEncoder, source_image, write_near_duplicates
 
@@ -38,6 +39,7 @@ def dup_folder(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
 
 
 # ------------------------------------------------------------------------------------------ search
+
 
 @pytest.mark.parametrize("chunk", [None, 7, 1000])
 def test_exact_topk_matches_brute_force(feats, chunk):
@@ -88,6 +90,7 @@ def test_add_features_replaces_and_remove(feats):
 
 # ---------------------------------------------------------------------------------------- storage
 
+
 def test_round_trip(tmp_path, feats):
     paths = [f"/data/ünïcödé/{i}.png" for i in range(100)]
     stats = torch.stack([torch.arange(100), torch.arange(100) * 1000], dim=1)
@@ -96,7 +99,7 @@ def test_round_trip(tmp_path, feats):
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
     back = Index.load(out)
     assert back.paths == paths and back.fingerprint == "abc123" and back.meta["note"] == "x"
-    assert torch.equal(back.features, index.features) and torch.equal(back._stats, stats)
+    assert torch.equal(back.features, index.features) and torch.equal(back.stats, stats)
     q = feats[100:110]
     assert torch.equal(back.search(q, k=7).indices, index.search(q, k=7).indices)
     # safetensors, never pickle: the file is an 8-byte header length followed by a JSON header
@@ -126,6 +129,7 @@ def test_load_rejects_other_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------- images and updates
+
 
 def test_scan_is_recursive_and_skips_hidden_and_non_images(dup_folder):
     folder, groups = dup_folder
@@ -158,8 +162,8 @@ def test_add_embeds_only_new_and_changed(tmp_path):
     groups = write_near_duplicates(tmp_path / "imgs", n_sources=3)
     enc = HandcraftedEncoder()
     calls: list[int] = []
-    embed = enc.embed
-    enc.embed = lambda x, **kw: (calls.append(len(x)), embed(x, **kw))[1]
+    forward = enc.forward
+    enc.forward = lambda x: (calls.append(len(x)), forward(x))[1]  # counts the images the encoder runs on
     index = Index.build(enc, tmp_path / "imgs", progress=False)
     assert sum(calls) == 12 and len(index) == 12
     index = Index.load(index.save(tmp_path / "i.index"))
@@ -219,21 +223,21 @@ def test_build_needs_images_and_workers_give_the_same_index(tmp_path, dup_folder
 def test_interrupted_build_resumes(tmp_path):
     write_near_duplicates(tmp_path / "imgs", n_sources=3)  # 12 images
     enc = HandcraftedEncoder()
-    embed, seen = enc.embed, []
+    forward, seen = enc.forward, []
 
-    def flaky(x, **kw):
+    def flaky(x):
         if sum(seen) >= 8:
             raise KeyboardInterrupt  # e.g. Ctrl-C after two saved slices
         seen.append(len(x))
-        return embed(x, **kw)
+        return forward(x)
 
-    enc.embed = flaky
+    enc.forward = flaky
     out = tmp_path / "imgs.index"
     with pytest.raises(KeyboardInterrupt):
         Index.build(enc, tmp_path / "imgs", batch_size=2, save_to=out, save_every=4, progress=False)
     partial = Index.load(out)
     assert len(partial) == 8
     seen.clear()
-    enc.embed = embed
+    enc.forward = forward
     rep = partial.add(enc, tmp_path / "imgs", save_to=out, progress=False)
     assert (rep.added, rep.unchanged) == (4, 8) and len(Index.load(out)) == 12

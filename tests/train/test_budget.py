@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from openjepa.train import loop
+from openjepa.data import build as data_build
 from openjepa.train.budget import budgeted_config, seconds_per_step, timing_batches
 
 from .test_loop import TINY, tiny_cfg
@@ -42,8 +42,8 @@ class _SlowImages:
 @pytest.mark.parametrize("accum", [1, 2])
 def test_seconds_per_step__counts_the_data_pipeline_and_accumulation(tmp_path, monkeypatch, accum):
     # in-process loading (no workers): each step waits for its accum x 4 images, so the estimate includes them
-    build = loop.build_train_dataset
-    monkeypatch.setattr(loop, "build_train_dataset", lambda cfg: _SlowImages(build(cfg), 0.03))
+    build = data_build.build_train_dataset
+    monkeypatch.setattr(data_build, "build_train_dataset", lambda cfg: _SlowImages(build(cfg), 0.03))
     cfg = tiny_cfg(tmp_path, f"optimization.accum_steps={accum}")
     assert seconds_per_step(cfg, steps=2, warmup=1) >= accum * 4 * 0.03
 

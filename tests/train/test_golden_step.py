@@ -15,11 +15,17 @@ from tests.conftest import strip_module
 def build_from_golden(golden: dict) -> IJEPA:
     cfg = golden["config"]
     ck = golden["checkpoint_official_format"]
-    kw = dict(img_size=cfg["img"], patch_size=cfg["patch"], embed_dim=cfg["dim"], depth=cfg["depth"],
-              num_heads=cfg["heads"])
+    kw = dict(
+        img_size=cfg["img"], patch_size=cfg["patch"], embed_dim=cfg["dim"], depth=cfg["depth"], num_heads=cfg["heads"]
+    )
     enc, tgt = VisionTransformer(**kw), VisionTransformer(**kw)
-    pred = vit_predictor(num_patches=(cfg["img"] // cfg["patch"]) ** 2, embed_dim=cfg["dim"],
-                         predictor_embed_dim=cfg["pdim"], depth=cfg["pdepth"], num_heads=cfg["heads"])
+    pred = vit_predictor(
+        num_patches=(cfg["img"] // cfg["patch"]) ** 2,
+        embed_dim=cfg["dim"],
+        predictor_embed_dim=cfg["pdim"],
+        depth=cfg["pdepth"],
+        num_heads=cfg["heads"],
+    )
     enc.load_state_dict(strip_module(ck["encoder"]), strict=True)
     tgt.load_state_dict(strip_module(ck["target_encoder"]), strict=True)
     pred.load_state_dict(strip_module(ck["predictor"]), strict=True)
@@ -28,9 +34,18 @@ def build_from_golden(golden: dict) -> IJEPA:
 
 def golden_schedule(golden: dict) -> Schedule:
     s = golden["config"]["schedule"]
-    return Schedule(iterations_per_epoch=s["ipe"], epochs=s["epochs"], warmup_epochs=s["warmup_epochs"],
-                    start_lr=s["start_lr"], ref_lr=s["ref_lr"], final_lr=s["final_lr"], weight_decay=s["wd"],
-                    final_weight_decay=s["final_wd"], ema=s["ema"], ipe_scale=s["ipe_scale"])
+    return Schedule(
+        iterations_per_epoch=s["ipe"],
+        epochs=s["epochs"],
+        warmup_epochs=s["warmup_epochs"],
+        start_lr=s["start_lr"],
+        ref_lr=s["ref_lr"],
+        final_lr=s["final_lr"],
+        weight_decay=s["wd"],
+        final_weight_decay=s["final_wd"],
+        ema=s["ema"],
+        ipe_scale=s["ipe_scale"],
+    )
 
 
 @pytest.fixture()
@@ -69,8 +84,14 @@ def test_step__adamw_and_ema_update_match_reference(model, golden_step):
     g = golden_step
     opt_cfg = g["config"]["optimizer"]
     optimizer = make_optimizer(model.encoder, model.predictor, betas=opt_cfg["betas"], eps=opt_cfg["eps"])
-    train_step(model, optimizer, [(g["imgs"], g["masks_enc"], g["masks_pred"])],
-               lr=opt_cfg["lr"], wd=opt_cfg["weight_decay"], momentum=g["config"]["ema_momentum"])
+    train_step(
+        model,
+        optimizer,
+        [(g["imgs"], g["masks_enc"], g["masks_pred"])],
+        lr=opt_cfg["lr"],
+        wd=opt_cfg["weight_decay"],
+        momentum=g["config"]["ema_momentum"],
+    )
     after = g["after_step"]
     for part in ("encoder", "predictor", "target_encoder"):
         sd = getattr(model, part).state_dict()

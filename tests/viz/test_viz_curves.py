@@ -17,11 +17,19 @@ BASE = ["step", "epoch", "loss", "lr", "wd", "momentum", "imgs_per_s"]
 def _write_csv(path: Path, columns: list[str], n: int = 40, drop: set[str] = frozenset()) -> Path:
     rows = [",".join(c for c in columns if c not in drop)]
     for i in range(n):
-        vals = {"step": i * 10, "epoch": i // 10, "loss": 1.0 / (1 + i) + 0.05, "lr": 1e-3 * min(1, i / 10),
-                "wd": 0.04 + 0.0001 * i, "momentum": 0.996 + 0.0001 * i, "imgs_per_s": 500 + i,
-                # collapse indicators / kNN are only measured every 10 steps: empty cells otherwise
-                "target_std": 0.5 if i % 10 == 0 else "", "rankme": 100 + i if i % 10 == 0 else "",
-                "knn_top1": 0.1 * (i // 10) if i % 10 == 9 else ""}
+        vals = {
+            "step": i * 10,
+            "epoch": i // 10,
+            "loss": 1.0 / (1 + i) + 0.05,
+            "lr": 1e-3 * min(1, i / 10),
+            "wd": 0.04 + 0.0001 * i,
+            "momentum": 0.996 + 0.0001 * i,
+            "imgs_per_s": 500 + i,
+            # collapse indicators / kNN are only measured every 10 steps: empty cells otherwise
+            "target_std": 0.5 if i % 10 == 0 else "",
+            "rankme": 100 + i if i % 10 == 0 else "",
+            "knn_top1": 0.1 * (i // 10) if i % 10 == 9 else "",
+        }
         rows.append(",".join(str(vals[c]) for c in columns if c not in drop))
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -51,8 +59,10 @@ def test_curves_with_optional_columns_and_empty_cells(tmp_path: Path) -> None:
 
 def test_curves_spaces_in_header_and_zero_loss(tmp_path: Path) -> None:
     p = tmp_path / "m.csv"
-    p.write_text("step, epoch, loss, lr, wd, momentum, imgs_per_s\n0, 0, 0.0, 0, 0.04, 0.996, \n"
-                 "10, 0, 0.5, 1e-4, 0.04, 0.997, 300\n")
+    p.write_text(
+        "step, epoch, loss, lr, wd, momentum, imgs_per_s\n0, 0, 0.0, 0, 0.04, 0.996, \n"
+        "10, 0, 0.5, 1e-4, 0.04, 0.997, 300\n"
+    )
     assert plot_training_curves(p, tmp_path / "c.png").exists()  # zero loss: linear axis, no crash
 
 

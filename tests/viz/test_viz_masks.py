@@ -22,11 +22,10 @@ def _block(r0: int, c0: int, h: int, w: int, gw: int = GRID[1]) -> list[int]:
 def test_mask_overlay_pixels() -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(60, 200, size=(32, 32, 3), dtype=np.uint8)
-    ctx = _block(0, 0, 2, 2)        # top-left 2x2 patches
-    tgt0 = _block(2, 2, 2, 2)       # bottom-right 2x2
-    tgt1 = _block(0, 3, 1, 1)       # top-right patch
-    out = mask_overlay(img, torch.tensor(ctx), [torch.tensor(tgt0), torch.tensor(tgt1)], GRID,
-                       dim=0.3, alpha=0.5)
+    ctx = _block(0, 0, 2, 2)  # top-left 2x2 patches
+    tgt0 = _block(2, 2, 2, 2)  # bottom-right 2x2
+    tgt1 = _block(0, 3, 1, 1)  # top-right patch
+    out = mask_overlay(img, torch.tensor(ctx), [torch.tensor(tgt0), torch.tensor(tgt1)], GRID, dim=0.3, alpha=0.5)
     ref = img / 255.0
     assert out.shape == (32, 32, 3) and out.dtype == np.float64 and 0 <= out.min() <= out.max() <= 1
 
@@ -40,7 +39,7 @@ def test_mask_overlay_pixels() -> None:
         color = np.asarray(TARGET_COLORS[k])
         np.testing.assert_allclose(out[sl], 0.5 * ref[sl] + 0.5 * color, atol=1e-9)
         # the tint pulls every pixel towards the target colour
-        assert (np.abs(out[sl] - color).mean() < np.abs(ref[sl] - color).mean())
+        assert np.abs(out[sl] - color).mean() < np.abs(ref[sl] - color).mean()
     # the two targets get clearly different mean colours
     assert np.abs(out[16:32, 16:32].mean((0, 1)) - out[0:8, 24:32].mean((0, 1))).max() > 0.2
 
@@ -64,8 +63,12 @@ def test_plot_masks_png(tmp_path: Path) -> None:
     b = 5
     images = torch.randn(b, 3, 32, 32)
     masks_enc = [torch.tensor([_block(0, 0, 2, 3)] * b)]
-    masks_pred = [torch.tensor([_block(2, 0, 1, 2)] * b), torch.tensor([_block(2, 2, 2, 1)] * b),
-                  torch.tensor([_block(3, 0, 1, 2)] * b), torch.tensor([_block(0, 3, 2, 1)] * b)]
+    masks_pred = [
+        torch.tensor([_block(2, 0, 1, 2)] * b),
+        torch.tensor([_block(2, 2, 2, 1)] * b),
+        torch.tensor([_block(3, 0, 1, 2)] * b),
+        torch.tensor([_block(0, 3, 2, 1)] * b),
+    ]
     out = plot_masks(images, masks_enc, masks_pred, GRID, tmp_path / "masks.png", max_images=3)
     with Image.open(out) as im:
         im.load()

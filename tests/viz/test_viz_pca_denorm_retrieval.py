@@ -18,7 +18,7 @@ def _two_region_features(b: int = 3, grid: tuple[int, int] = (6, 8), d: int = 32
     h, w = grid
     f = torch.empty(b, h, w, d)
     f[:, :, : w // 2] = va
-    f[:, :, w // 2:] = vb
+    f[:, :, w // 2 :] = vb
     f += 1e-3 * torch.randn(f.shape, generator=g)
     return f.reshape(b, h * w, d)
 
@@ -72,11 +72,22 @@ def test_denormalize_round_trip() -> None:
 def _retrieval(tmp_path: Path, nq: int, k: int = 4) -> tuple[int, int]:
     rng = np.random.default_rng(nq)
     queries = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(nq)]
-    neighbours = [[Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)) if j % 2 else
-                   rng.random((32, 32)) for j in range(k)] for _ in range(nq)]
+    neighbours = [
+        [
+            Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)) if j % 2 else rng.random((32, 32))
+            for j in range(k)
+        ]
+        for _ in range(nq)
+    ]
     scores = [list(np.linspace(0.9, 0.5, k)) for _ in range(nq)]
-    out = plot_retrieval_grid(queries, neighbours, scores, tmp_path / f"r{nq}.png",
-                              query_labels=list(range(nq)), neighbour_labels=[[0, 1, 0, 1]] * nq)
+    out = plot_retrieval_grid(
+        queries,
+        neighbours,
+        scores,
+        tmp_path / f"r{nq}.png",
+        query_labels=list(range(nq)),
+        neighbour_labels=[[0, 1, 0, 1]] * nq,
+    )
     with Image.open(out) as im:
         im.load()
         return im.size

@@ -13,10 +13,23 @@ from openjepa.models.ijepa import IJEPA, patchify
 from openjepa.train.loop import fit
 from openjepa.viz.predict import decode_predictions, load_ijepa, train_decoder, unpatchify
 
-TINY = ["meta.model_name=vit_tiny", "meta.depth=1", "meta.pred_depth=1", "meta.pred_emb_dim=48",
-        "meta.use_bfloat16=false", "data.crop_size=32", "data.batch_size=4", "data.num_workers=0",
-        "mask.patch_size=4", "mask.min_keep=4", "optimization.epochs=1", "optimization.warmup=1",
-        "logging.tensorboard=false", "logging.plots=false", "logging.collapse_every_steps=0"]
+TINY = [
+    "meta.model_name=vit_tiny",
+    "meta.depth=1",
+    "meta.pred_depth=1",
+    "meta.pred_emb_dim=48",
+    "meta.use_bfloat16=false",
+    "data.crop_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "mask.patch_size=4",
+    "mask.min_keep=4",
+    "optimization.epochs=1",
+    "optimization.warmup=1",
+    "logging.tensorboard=false",
+    "logging.plots=false",
+    "logging.collapse_every_steps=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +58,9 @@ def test_decoded_images_keep_context_pixels_and_fill_exactly_the_target_blocks(r
     model, _ = load_ijepa(run)
     decoder, _ = train_decoder(model, torch.randn(8, 3, 32, 32), steps=5, batch_tokens=64)
     imgs = torch.randn(3, 3, 32, 32)
-    masks_enc, masks_pred = MultiBlockMaskCollator(32, 4, (0.85, 1.0), (0.15, 0.2), (0.75, 1.5), 1, 4, 4,
-                                                   False, seed=0).sample(3, torch.Generator().manual_seed(1))
+    masks_enc, masks_pred = MultiBlockMaskCollator(
+        32, 4, (0.85, 1.0), (0.15, 0.2), (0.75, 1.5), 1, 4, 4, False, seed=0
+    ).sample(3, torch.Generator().manual_seed(1))
     out = decode_predictions(model, decoder, imgs, masks_enc, masks_pred)
     ctx_patches = patchify(out["context"], 4)
     pred_patches = patchify(out["predicted"], 4)
@@ -55,8 +69,9 @@ def test_decoded_images_keep_context_pixels_and_fill_exactly_the_target_blocks(r
         ctx = masks_enc[0][i]
         assert torch.equal(ctx_patches[i, ctx], src[i, ctx])  # the context is the real image
         targets = torch.cat([m[i] for m in masks_pred]).unique()
-        others = torch.tensor([k for k in range(64) if k not in set(ctx.tolist()) | set(targets.tolist())],
-                              dtype=torch.long)
+        others = torch.tensor(
+            [k for k in range(64) if k not in set(ctx.tolist()) | set(targets.tolist())], dtype=torch.long
+        )
         if len(others):
             assert torch.all(pred_patches[i, others] == 0)  # neither context nor target: grey
         assert not torch.equal(pred_patches[i, targets], out["oracle"].new_zeros(len(targets), 48))
@@ -66,9 +81,27 @@ def test_decoded_images_keep_context_pixels_and_fill_exactly_the_target_blocks(r
 
 def test_cli_viz_predict_writes_a_grid(run, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    rc = main(["viz", "predict", "--checkpoint", str(run), "--data", "shapes:24", "--out", str(out),
-               "--images", "3", "--decoder-images", "16", "--decoder-steps", "20", "--device", "cpu",
-               "--no-progress"])
+    rc = main(
+        [
+            "viz",
+            "predict",
+            "--checkpoint",
+            str(run),
+            "--data",
+            "shapes:24",
+            "--out",
+            str(out),
+            "--images",
+            "3",
+            "--decoder-images",
+            "16",
+            "--decoder-steps",
+            "20",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     with Image.open(out) as im:
         assert im.size[0] > 400 and im.size[1] > 300

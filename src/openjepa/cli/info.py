@@ -17,13 +17,24 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.checkpoint:
         for name, s in ENCODER_SPECS.items():
-            print(f"{name:10s} width {s.embed_dim:5d}  depth {s.depth:3d}  heads {s.num_heads:3d}  "
-                  f"mlp {s.mlp_ratio:.3g}")
+            print(
+                f"{name:10s} width {s.embed_dim:5d}  depth {s.depth:3d}  heads {s.num_heads:3d}  mlp {s.mlp_ratio:.3g}"
+            )
         return 0
-    from ..train.checkpoint import load_checkpoint
+    from ..core.checkpoint import load_checkpoint
 
     state = load_checkpoint(args.checkpoint)
-    print(json.dumps({"arch": state["arch"], "step": state["step"], "epoch": state["epoch"],
-                      "batch_in_epoch": state["batch_in_epoch"], "loss": state.get("loss"),
-                      "reason": state.get("reason")}, indent=1))
+    print(
+        json.dumps(
+            {
+                "arch": state["arch"],
+                "step": state["step"],
+                "epoch": state["epoch"],
+                "batch_in_epoch": state["batch_in_epoch"],
+                "loss": state.get("loss"),
+                "reason": state.get("reason"),
+            },
+            indent=1,
+        )
+    )
     return 0

@@ -18,18 +18,30 @@ COMMANDS = {
     "index": ("index", "embed a folder of images into a similarity index (updated incrementally)"),
     "similar": ("similar", "nearest images of a query image or folder in an index, with a grid"),
     "report": ("report", "one self-contained HTML report of what a checkpoint learned"),
+    "data": ("data", "datasets by name (cifar10, stl10, imagenette, ...): list them, or download them ahead of time"),
     "viz": ("viz", "figures: `viz predict` decodes the predictor's outputs behind the mask (paper Fig. 6)"),
 }
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from ..config import ConfigError
+    from ..core.checkpoint import CheckpointError
     from ..masks import MaskSamplingError, MaskSettingsError
-    from ..train.checkpoint import CheckpointError
     from ..train.loop import NonFiniteLossError, RunExistsError
 
-    return (ConfigError, MaskSettingsError, MaskSamplingError, CheckpointError, NonFiniteLossError,
-            RunExistsError, FileNotFoundError, NotADirectoryError, PermissionError, OSError, ValueError)
+    return (
+        ConfigError,
+        MaskSettingsError,
+        MaskSamplingError,
+        CheckpointError,
+        NonFiniteLossError,
+        RunExistsError,
+        FileNotFoundError,
+        NotADirectoryError,
+        PermissionError,
+        OSError,
+        ValueError,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `openjepa` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

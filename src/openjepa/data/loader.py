@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import signal
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ def _init_worker(worker_id: int) -> None:
 def make_loader(
     dataset: Dataset,
     batch_size: int,
-    collate_fn: Optional[Callable[[list], Any]] = None,
+    collate_fn: Callable[[list], Any] | None = None,
     shuffle: bool = True,
     drop_last: bool = True,
     num_workers: int = 0,
@@ -112,38 +112,12 @@ def make_loader(
     if skip_batches < 0:
         raise ValueError(f"make_loader needs skip_batches >= 0, got {skip_batches}")
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"make_loader needs 0 <= rank < world_size, got rank={rank}, "
-                         f"world_size={world_size}")
-    # workers' base seed comes from this generator, so augmentations repeat for the same
-    # (seed, epoch, rank) without depending on the global torch RNG state
-    worker_seed = int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1)[0])
-    gen = torch.Generator()
-    gen.manual_seed(worker_seed)
+        raise ValueError(f"make_loader needs 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    sampler: Sampler[int] | None = None  # a streaming dataset orders itself
     if isinstance(dataset, IterableDataset):
-        # A streaming dataset (e.g. ShardDataset) splits itself across ranks and workers and skips
-        # consumed batches itself; it is told where this process stands.
-        configure = getattr(dataset, "configure", None)
-        if configure is None:
-            if world_size > 1 or skip_batches:
-                raise ValueError(f"{type(dataset).__name__} is an IterableDataset without configure(); "
-                                 f"it cannot be split across ranks or resumed mid-epoch")
-        else:
-            configure(rank=rank, world_size=world_size, batch_size=batch_size, num_workers=num_workers,
-                      skip_batches=skip_batches, seed=seed, epoch=epoch, shuffle=shuffle)
-        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, drop_last=drop_last,
-                          num_workers=num_workers, pin_memory=pin_memory,
-                          worker_init_fn=_init_worker if num_workers > 0 else None, persistent_workers=False,
-                          generator=gen)
-    n = len(dataset)  # type: ignore[arg-type]
-    sampler: Sampler[int]
-    if world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
-                                     seed=seed, drop_last=drop_last)
-        sampler.set_epoch(epoch)
+        _configure_stream(dataset, rank, world_size, batch_size, num_workers, skip_batches, seed, epoch, shuffle)
     else:
-        sampler = EpochSampler(n, shuffle=shuffle, seed=seed, epoch=epoch)
-    if skip_batches:
-        sampler = SkipSampler(sampler, skip_batches * batch_size)
+        sampler = _epoch_sampler(dataset, batch_size, shuffle, drop_last, seed, epoch, rank, world_size, skip_batches)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -154,5 +128,71 @@ def make_loader(
         pin_memory=pin_memory,
         worker_init_fn=_init_worker if num_workers > 0 else None,
         persistent_workers=False,
-        generator=gen,
+        generator=_worker_generator(seed, epoch, rank),
     )
+
+
+def _worker_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The generator the workers' base seed is drawn from, seeded by (seed, epoch, rank)."""
+    # so augmentations repeat for the same (seed, epoch, rank) without depending on the global torch RNG state
+    worker_seed = int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1)[0])
+    gen = torch.Generator()
+    gen.manual_seed(worker_seed)
+    return gen
+
+
+def _configure_stream(
+    dataset: IterableDataset,
+    rank: int,
+    world_size: int,
+    batch_size: int,
+    num_workers: int,
+    skip_batches: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+) -> None:
+    """Tell a streaming dataset where this process stands; it splits itself and skips consumed batches."""
+    configure = getattr(dataset, "configure", None)
+    if configure is None:
+        if world_size > 1 or skip_batches:
+            raise ValueError(
+                f"{type(dataset).__name__} is an IterableDataset without configure(); "
+                f"it cannot be split across ranks or resumed mid-epoch"
+            )
+        return
+    configure(
+        rank=rank,
+        world_size=world_size,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        skip_batches=skip_batches,
+        seed=seed,
+        epoch=epoch,
+        shuffle=shuffle,
+    )
+
+
+def _epoch_sampler(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    drop_last: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    skip_batches: int,
+) -> Sampler[int]:
+    """The map-style order of one epoch on this rank, less the batches a resumed run already trained on."""
+    sampler: Sampler[int]
+    if world_size > 1:
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
+        sampler.set_epoch(epoch)
+    else:
+        sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, epoch=epoch)  # type: ignore[arg-type]
+    if skip_batches:
+        sampler = SkipSampler(sampler, skip_batches * batch_size)
+    return sampler

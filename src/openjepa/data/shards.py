@@ -1,7 +1,7 @@
 """Streaming WebDataset-style tar shards: shuffled, split across ranks and workers, resumable.
 
 A shard is a plain tar file (`shard-000000.tar`) whose consecutive members sharing a key form one
-sample: `00001234.jpg` (or .jpeg/.png/.webp/.bmp) and `00001234.cls` (the integer label as text).
+sample: `00001234.jpg` (or any image suffix of data/images.py) and `00001234.cls` (the label as text).
 This is the WebDataset layout, so shards written by the `webdataset` package's `TarWriter` or its
 `tarp`/`wids` tools read here, and shards written by `write_shards` read there.
 
@@ -30,157 +30,40 @@ the uninterrupted run. The order depends on num_workers and the world size: resu
 
 from __future__ import annotations
 
-import glob
-import io
-import json
-import logging
-import os
-import re
 import tarfile
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..masks.multiblock import derive_seed
+from ..core.seeding import derive_seed
+from .shard_files import (
+    IMAGE_EXTS,
+    INDEX_NAME,
+    SHARDS_PREFIX,
+    _decode,
+    _iter_groups,
+    count_samples,
+    expand_urls,
+    index_shards,
+)
+from .shard_writer import write_shards
 
-__all__ = ["SHARDS_PREFIX", "ShardDataset", "expand_urls", "write_shards", "count_samples", "index_shards",
-           "buffer_shuffle_order", "IMAGE_EXTS"]
+# the reader's and writer's names are part of this module's API (docs/scaling.md): one import for shards
+__all__ = [
+    "SHARDS_PREFIX",
+    "ShardDataset",
+    "expand_urls",
+    "write_shards",
+    "count_samples",
+    "index_shards",
+    "buffer_shuffle_order",
+    "IMAGE_EXTS",
+]
 
-logger = logging.getLogger("openjepa.data")
-SHARDS_PREFIX = "shards:"
-INDEX_NAME = "openjepa-shards.json"  # {shard file name: {"samples": n, "bytes": size}} beside the shards
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm")
-_BRACE = re.compile(r"\{([^{}]*)\}")
 _TAG_SHARDS, _TAG_LANE = 0x5A4D, 0x1A7E  # separate the seed streams of the shard permutation and the lanes
-
-
-# --------------------------------------------------------------------------- shard lists
-def _expand_braces(text: str) -> list[str]:
-    """`a-{000..002}.tar` -> a-000.tar a-001.tar a-002.tar; `{x,y}` -> both; nested left to right."""
-    m = _BRACE.search(text)
-    if m is None:
-        return [text]
-    body, head, tail = m.group(1), text[:m.start()], text[m.end():]
-    rng = re.fullmatch(r"(\d+)\.\.(\d+)", body)
-    if rng:
-        lo, hi = rng.group(1), rng.group(2)
-        width = len(lo) if lo.startswith("0") or len(lo) == len(hi) else 0
-        step = 1 if int(hi) >= int(lo) else -1
-        items = [str(i).zfill(width) for i in range(int(lo), int(hi) + step, step)]
-    else:
-        items = body.split(",")
-    return [out for item in items for out in _expand_braces(head + item + tail)]
-
-
-def expand_urls(spec: str) -> list[str]:
-    """Shard paths of a spec: brace ranges (`shard-{000000..000099}.tar`), globs, `::` between lists.
-
-    A leading `shards:` is accepted. Every path must exist (local or mounted file systems).
-    """
-    text = spec[len(SHARDS_PREFIX):] if spec.startswith(SHARDS_PREFIX) else spec
-    urls: list[str] = []
-    for part in (p.strip() for p in text.split("::")):
-        if not part:
-            continue
-        for item in _expand_braces(os.path.expanduser(part)):
-            if any(c in item for c in "*?["):
-                found = sorted(glob.glob(item))
-                if not found:
-                    raise FileNotFoundError(f"no shard matches {item!r} (from {spec!r})")
-                urls.extend(found)
-            else:
-                urls.append(item)
-    if not urls:
-        raise ValueError(f"shard spec {spec!r} names no shard; e.g. shards:/data/in22k/shard-{{000000..001023}}.tar")
-    missing = [u for u in urls if not os.path.isfile(u)]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} of {len(urls)} shard(s) of {spec!r} not found, e.g. {missing[0]}")
-    return urls
-
-
-# --------------------------------------------------------------------------- reading tar members
-def _split_name(name: str) -> tuple[str, str]:
-    """WebDataset key and extension: the key is the path up to the first dot of the base name."""
-    name = name[2:] if name.startswith("./") else name
-    folder, base = os.path.split(name)
-    key, _, ext = base.partition(".")
-    return (os.path.join(folder, key) if folder else key), ext.lower()
-
-
-def _iter_groups(tf: tarfile.TarFile) -> Iterator[tuple[str, dict[str, tarfile.TarInfo]]]:
-    """(key, {extension: member}) for each run of consecutive files sharing a key; data is not read."""
-    key, group = None, {}
-    while (member := tf.next()) is not None:
-        if not member.isfile():
-            continue
-        k, ext = _split_name(member.name)
-        if k != key and group:
-            yield key, group  # type: ignore[misc]
-            group = {}
-        key = k
-        group[ext] = member
-    if group:
-        yield key, group  # type: ignore[misc]
-
-
-def count_samples(path: str | os.PathLike) -> int:
-    """Samples in one shard, from its tar headers (the image bytes are skipped, not read)."""
-    with tarfile.open(path, "r:") as tf:
-        return sum(1 for _ in _iter_groups(tf))
-
-
-def _read_index(folder: Path) -> dict:
-    try:
-        return json.loads((folder / INDEX_NAME).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def index_shards(urls: Sequence[str]) -> list[int]:
-    """Sample counts of the shards, from `openjepa-shards.json` beside them when it is current
-    (same byte size), else by reading their headers and writing that index for next time."""
-    counts: list[int] = []
-    by_folder: dict[Path, dict] = {}
-    stale: dict[Path, dict] = {}
-    for u in urls:
-        folder, name, size = Path(u).parent, Path(u).name, os.path.getsize(u)
-        idx = by_folder.setdefault(folder, _read_index(folder))
-        entry = idx.get(name)
-        if not (isinstance(entry, dict) and entry.get("bytes") == size and isinstance(entry.get("samples"), int)):
-            entry = {"samples": count_samples(u), "bytes": size}
-            idx[name] = entry
-            stale[folder] = idx
-        counts.append(entry["samples"])
-    for folder, idx in stale.items():
-        try:
-            tmp = folder / f".{INDEX_NAME}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(idx, indent=0, sort_keys=True))
-            os.replace(tmp, folder / INDEX_NAME)
-        except OSError:  # read-only dataset folder: count again next time
-            pass
-    return counts
-
-
-def _decode(shard: str, key: str, group: dict[str, bytes]) -> tuple[Image.Image, int]:
-    """PIL RGB image and integer label (-1 when the sample has no `.cls`) of one sample's members.
-
-    As in WebDataset, an extension's last component names its type (`seg.png` is a PNG)."""
-    img_ext = next((e for e in group if e.rsplit(".", 1)[-1] in IMAGE_EXTS), None)
-    if img_ext is None:
-        raise ValueError(f"sample {key!r} of shard {shard} has no image (members: {sorted(group)}; "
-                         f"expected one of {', '.join(IMAGE_EXTS)})")
-    try:
-        img = Image.open(io.BytesIO(group[img_ext]))
-        img = img.convert("RGB")
-    except Exception as e:
-        raise ValueError(f"cannot decode image {key}.{img_ext} of shard {shard}: {e}") from e
-    cls = next((e for e in group if e.rsplit(".", 1)[-1] == "cls"), None)
-    label = int(group[cls].decode().strip()) if cls is not None else -1
-    return img, label
 
 
 # --------------------------------------------------------------------------- orders
@@ -223,15 +106,26 @@ class ShardDataset(IterableDataset):
     selects the epoch. `len()` is the number of samples; `ds[i]` reads one sample (slow: for plots).
     """
 
-    def __init__(self, urls: str | Sequence[str], transform: Callable[[Image.Image], Any] | None = None,
-                 seed: int = 0, shuffle_buffer: int = 1000, shuffle: bool = True,
-                 counts: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        transform: Callable[[Image.Image], Any] | None = None,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        shuffle: bool = True,
+        counts: Sequence[int] | None = None,
+    ) -> None:
         self.urls = expand_urls(urls) if isinstance(urls, str) else [str(u) for u in urls]
         self.counts = list(counts) if counts is not None else index_shards(self.urls)
         if len(self.counts) != len(self.urls):
             raise ValueError(f"{len(self.counts)} counts for {len(self.urls)} shards")
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
-        self.transform, self.seed, self.shuffle_buffer, self.shuffle = transform, int(seed), int(shuffle_buffer), shuffle
+        self.transform, self.seed, self.shuffle_buffer, self.shuffle = (
+            transform,
+            int(seed),
+            int(shuffle_buffer),
+            shuffle,
+        )
         self.epoch = 0
         self.rank, self.world_size, self.batch_size, self.num_workers, self.skip_batches = 0, 1, 1, 0, 0
         self.num_skipped = 0
@@ -244,9 +138,18 @@ class ShardDataset(IterableDataset):
         """Select the epoch whose order (and augmentations) the next iteration yields."""
         self.epoch = int(epoch)
 
-    def configure(self, *, rank: int = 0, world_size: int = 1, batch_size: int = 1, num_workers: int = 0,
-                  skip_batches: int = 0, seed: int | None = None, epoch: int | None = None,
-                  shuffle: bool | None = None) -> "ShardDataset":
+    def configure(
+        self,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        skip_batches: int = 0,
+        seed: int | None = None,
+        epoch: int | None = None,
+        shuffle: bool | None = None,
+    ) -> ShardDataset:
         """Where this process reads in the epoch (called by `make_loader` before each epoch's loader)."""
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
@@ -309,9 +212,12 @@ class ShardDataset(IterableDataset):
     def global_indices(self, lane: int, lanes: int, skip_batches: int = 0) -> np.ndarray:
         """Global sample indices a lane yields after `skip_batches` batches of the rank (for tests)."""
         segments, order = self.lane_plan(lane, lanes)
-        flat = np.concatenate([np.arange(lo, hi) + self.offsets[s] for s, lo, hi in segments]) if segments \
+        flat = (
+            np.concatenate([np.arange(lo, hi) + self.offsets[s] for s, lo, hi in segments])
+            if segments
             else np.zeros(0, dtype=np.int64)
-        return flat[order[_consumed(skip_batches, lane, lanes) * self.batch_size:]]
+        )
+        return flat[order[_consumed(skip_batches, lane, lanes) * self.batch_size :]]
 
     # ----------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[tuple[Any, int]]:
@@ -319,12 +225,14 @@ class ShardDataset(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         lanes = max(1, self.num_workers)
         if workers != lanes:
-            raise RuntimeError(f"ShardDataset was configured for {self.num_workers} loader workers but runs "
-                               f"in {workers}; build its DataLoader with make_loader")
+            raise RuntimeError(
+                f"ShardDataset was configured for {self.num_workers} loader workers but runs "
+                f"in {workers}; build its DataLoader with make_loader"
+            )
         k = self.skip_batches
         lane = (k + worker) % lanes
         segments, order = self.lane_plan(lane, lanes)
-        yield from self._stream(segments, order[_consumed(k, lane, lanes) * self.batch_size:])
+        yield from self._stream(segments, order[_consumed(k, lane, lanes) * self.batch_size :])
 
     def _stream(self, segments: list[tuple[int, int, int]], order: np.ndarray) -> Iterator[tuple[Any, int]]:
         if len(order) == 0:
@@ -354,8 +262,10 @@ class ShardDataset(IterableDataset):
                         yield self._sample(*pending.pop(int(order[t])))
                         t += 1
         if t != len(order):
-            raise RuntimeError(f"shards ended after {t} of {len(order)} samples: a shard changed since it was "
-                               f"indexed; delete {INDEX_NAME} beside the shards")
+            raise RuntimeError(
+                f"shards ended after {t} of {len(order)} samples: a shard changed since it was "
+                f"indexed; delete {INDEX_NAME} beside the shards"
+            )
 
     def _sample(self, gidx: int, path: str, key: str, data: dict[str, bytes]) -> tuple[Any, int]:
         img, label = _decode(path, key, data)
@@ -377,74 +287,3 @@ class ShardDataset(IterableDataset):
                     data = {ext: tf.extractfile(info).read() for ext, info in members.items()}  # type: ignore[union-attr]
                     return self._sample(index, self.urls[shard], key, data)
         raise IndexError(f"sample {index} not found in {self.urls[shard]}")
-
-
-# --------------------------------------------------------------------------- writing
-def _encode(img: Any, fmt: str, quality: int) -> bytes:
-    if isinstance(img, (bytes, bytearray, memoryview)):  # already encoded (e.g. a JPEG file's bytes): kept as is
-        return bytes(img)
-    if isinstance(img, torch.Tensor):
-        img = img.detach().cpu().numpy()
-        if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
-            img = img.transpose(1, 2, 0)
-    if isinstance(img, np.ndarray):
-        arr = img
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        img = Image.fromarray(np.ascontiguousarray(arr))
-    if not isinstance(img, Image.Image):
-        raise TypeError(f"write_shards needs PIL images, uint8 arrays (H, W[, C]) or tensors, got {type(img).__name__}")
-    buf = io.BytesIO()
-    pil_fmt = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}[fmt]
-    img.convert("RGB").save(buf, format=pil_fmt, **({"quality": quality} if pil_fmt in ("JPEG", "WEBP") else {}))
-    return buf.getvalue()
-
-
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed metadata: same inputs, same bytes
-    info.uname = info.gname = ""
-    tf.addfile(info, io.BytesIO(data))
-
-
-def write_shards(images: Iterable[Any], labels: Iterable[int] | None, folder: str | os.PathLike,
-                 per_shard: int = 1000, prefix: str = "shard", fmt: str = "jpg", quality: int = 95) -> list[Path]:
-    """Write images (PIL, uint8 arrays or tensors) and integer labels as `{prefix}-000000.tar`, ...
-
-    Each sample is `{index:08d}.{fmt}` plus `{index:08d}.cls`; `per_shard` samples per tar. Images
-    given as `bytes` are stored unchanged (pass a JPEG file's bytes with fmt="jpg" to avoid
-    re-encoding a dataset). Also
-    writes the `openjepa-shards.json` index (sample counts) so readers need not scan the headers.
-    Returns the shard paths; `shards:{folder}/{prefix}-{000000..N}.tar` reads them back.
-    """
-    fmt = fmt.lower()
-    if fmt not in ("jpg", "jpeg", "png", "webp"):
-        raise ValueError(f"fmt must be jpg, png or webp, got {fmt!r}")
-    if per_shard < 1:
-        raise ValueError(f"per_shard must be >= 1, got {per_shard}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    label_iter = iter(labels) if labels is not None else None
-    paths: list[Path] = []
-    counts: list[int] = []
-    tf: tarfile.TarFile | None = None
-    for i, img in enumerate(images):
-        if i % per_shard == 0:
-            if tf is not None:
-                tf.close()
-            paths.append(folder / f"{prefix}-{len(paths):06d}.tar")
-            counts.append(0)
-            tf = tarfile.open(paths[-1], "w", format=tarfile.USTAR_FORMAT)
-        key = f"{i:08d}"
-        _add(tf, f"{key}.{fmt}", _encode(img, fmt, quality))  # type: ignore[arg-type]
-        if label_iter is not None:
-            _add(tf, f"{key}.cls", str(int(next(label_iter))).encode())  # type: ignore[arg-type]
-        counts[-1] += 1
-    if tf is not None:
-        tf.close()
-    idx = _read_index(folder)
-    idx.update({p.name: {"samples": c, "bytes": p.stat().st_size} for p, c in zip(paths, counts)})
-    (folder / INDEX_NAME).write_text(json.dumps(idx, indent=0, sort_keys=True))
-    return paths

@@ -39,8 +39,7 @@ class RandomGaussianBlurPIL:
 
     def __repr__(self) -> str:
         """Readable form for printed pipelines."""
-        return (f"{type(self).__name__}(p={self.p}, radius_min={self.radius_min}, "
-                f"radius_max={self.radius_max})")
+        return f"{type(self).__name__}(p={self.p}, radius_min={self.radius_min}, radius_max={self.radius_max})"
 
 
 def make_pretrain_transforms(
@@ -65,17 +64,28 @@ def make_pretrain_transforms(
     return T.Compose(ops)
 
 
-def make_eval_transforms(img_size: int, resize_ratio: float = 1.0) -> Callable[[Image.Image], torch.Tensor]:
-    """Build the evaluation pipeline: bicubic resize of the shorter side, centre crop, normalise."""
-    if img_size < 1 or resize_ratio < 1.0:
+def make_eval_transforms(
+    img_size: int | Sequence[int], resize_ratio: float = 1.0
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Build the evaluation pipeline: bicubic resize, centre crop to `img_size` (side or (h, w)), normalise.
+
+    The shorter side is resized to `resize_ratio` times the crop's longer side (for a square crop:
+    resize_ratio * img_size), so the crop never needs padding.
+    """
+    h, w = (int(img_size[0]), int(img_size[1])) if isinstance(img_size, Sequence) else (int(img_size),) * 2
+    if min(h, w) < 1 or resize_ratio < 1.0:
         # a resize smaller than the crop would make CenterCrop pad with black borders
-        raise ValueError(f"make_eval_transforms needs img_size >= 1 and resize_ratio >= 1.0, "
-                         f"got img_size={img_size}, resize_ratio={resize_ratio}; resize_ratio is "
-                         f"resize/crop (e.g. 256/224), the inverse of timm's crop_pct")
-    resize_to = int(round(img_size * resize_ratio))
-    return T.Compose([
-        T.Resize(resize_to, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-        T.CenterCrop(int(img_size)),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+        raise ValueError(
+            f"make_eval_transforms needs img_size >= 1 and resize_ratio >= 1.0, "
+            f"got img_size={img_size}, resize_ratio={resize_ratio}; resize_ratio is "
+            f"resize/crop (e.g. 256/224), the inverse of timm's crop_pct"
+        )
+    resize_to = round(max(h, w) * resize_ratio)
+    return T.Compose(
+        [
+            T.Resize(resize_to, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+            T.CenterCrop(h if h == w else (h, w)),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )

@@ -26,8 +26,7 @@ def as_numpy(x: Any) -> np.ndarray:
     return arr.astype(np.float32) if arr.dtype == np.float16 else arr
 
 
-def encode_labels(train_y: Any, test_y: Any | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def encode_labels(train_y: Any, test_y: Any | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Map labels to 0..C-1 by the sorted unique train labels; unseen test labels become -1.
 
     Labels need not be contiguous (Clevr counts are 3..10), so probes work on these indices.
@@ -45,8 +44,7 @@ def encode_labels(train_y: Any, test_y: Any | None = None
     return train_idx.long(), (None if test_idx is None else test_idx.long()), classes
 
 
-def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded per-class split of indices into (fit, val); every class keeps >= 1 fitting example.
 
     Each class with n >= 2 examples puts round(val_fraction * n) of them (at least 1) in val, so the

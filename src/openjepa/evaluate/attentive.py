@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import as_tensor, encode_labels
-from .metrics import topk_accuracy
+from .metrics import headline_accuracy
+from .results import ClassifierResult
 
 
 def _default_heads(embed_dim: int) -> int:
@@ -25,8 +26,14 @@ def _default_heads(embed_dim: int) -> int:
 class AttentiveProbe(nn.Module):
     """Query tokens -> cross-attention over LayerNorm(tokens) -> MLP residual -> mean over queries -> linear."""
 
-    def __init__(self, embed_dim: int, num_classes: int, num_heads: int | None = None,
-                 num_queries: int = 1, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        num_classes: int,
+        num_heads: int | None = None,
+        num_queries: int = 1,
+        mlp_ratio: float = 4.0,
+    ) -> None:
         """Build the head; num_heads=None uses head width 64 (one head when D < 64 or not divisible)."""
         super().__init__()
         num_heads = _default_heads(embed_dim) if num_heads is None else int(num_heads)
@@ -76,15 +83,82 @@ class AttentiveProbe(nn.Module):
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, tokens: torch.Tensor, batch_size: int, device: torch.device,
-             use_amp: bool) -> torch.Tensor:
+def _predict(
+    model: nn.Module, tokens: torch.Tensor, batch_size: int, device: torch.device, use_amp: bool
+) -> torch.Tensor:
     model.eval()
     outs = []
     for s in range(0, tokens.shape[0], batch_size):
-        xb = tokens[s: s + batch_size].to(device, torch.float32, non_blocking=True)
+        xb = tokens[s : s + batch_size].to(device, torch.float32, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             outs.append(model(xb).float().cpu())
     return torch.cat(outs) if outs else torch.zeros(0, 0)
+
+
+def _build(
+    embed_dim: int,
+    num_classes: int,
+    num_heads: int | None,
+    num_queries: int,
+    lr: float,
+    wd: float,
+    seed: int,
+    device: torch.device,
+) -> tuple[AttentiveProbe, torch.optim.Optimizer]:
+    """A seeded AttentiveProbe on `device` and its AdamW (no decay on biases, norms and the query)."""
+    with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the global RNG
+        torch.manual_seed(int(seed))
+        model = AttentiveProbe(embed_dim, num_classes, num_heads=num_heads, num_queries=num_queries).to(device)
+    # No weight decay on biases, norms and the query token, as usual for transformer heads.
+    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and name != "query"]
+    no_decay = [p for name, p in model.named_parameters() if p.ndim < 2 or name == "query"]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    return model, opt
+
+
+def _warmup_cosine(t: int, lr: float, warmup: int, total: int) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to 0 at step `total`."""
+    if t < warmup:
+        return lr * (t + 1) / warmup
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (t - warmup) / max(total - warmup, 1)))
+
+
+def _train(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    warmup_epochs: float,
+    seed: int,
+    device: torch.device,
+    use_amp: bool,
+) -> None:
+    """Minibatch cross-entropy training; the ragged last batch is dropped (reshuffled every epoch)."""
+    n = x.shape[0]
+    gen = torch.Generator().manual_seed(int(seed))
+    steps_per_epoch = max(n // batch_size, 1)
+    total = epochs * steps_per_epoch
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    t = 0
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        for s in range(steps_per_epoch):
+            idx = perm[s * batch_size : (s + 1) * batch_size]
+            xb = x[idx].to(device, torch.float32, non_blocking=True)  # (B, T, D), widened on the device
+            yb = y[idx].to(device)
+            for g in opt.param_groups:
+                g["lr"] = _warmup_cosine(t, lr, warmup, total)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = F.cross_entropy(model(xb).float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            t += 1
 
 
 def attentive_probe(
@@ -103,12 +177,12 @@ def attentive_probe(
     seed: int = 0,
     device: str | torch.device = "cpu",
     amp_bf16: bool | None = None,
-) -> dict[str, Any]:
+) -> ClassifierResult:
     """Train an AttentiveProbe on frozen (N, T, D) tokens with AdamW + warmup-cosine; top-1 in 0..1.
 
     Tokens may stay float16 on the CPU: each minibatch is moved to `device` and widened there.
     No validation sweep (each run trains a whole network); pick lr / wd on a held-out split
-    yourself if needed. Returns {"top1", "top5" (>5 classes), "n_train", "n_test"}.
+    yourself if needed.
     """
     dev = torch.device(device)
     use_amp = (dev.type == "cuda") if amp_bf16 is None else bool(amp_bf16)
@@ -117,45 +191,20 @@ def attentive_probe(
         raise ValueError("attentive_probe expects (N, T, D) patch tokens (pooling='patch')")
     y_tr, y_te, classes = encode_labels(train_y, test_y)
     C, n = len(classes), x_tr.shape[0]
-    gen = torch.Generator().manual_seed(int(seed))
-    with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the global RNG
-        torch.manual_seed(int(seed))
-        model = AttentiveProbe(x_tr.shape[-1], C, num_heads=num_heads, num_queries=num_queries).to(dev)
-    # No weight decay on biases, norms and the query token, as usual for transformer heads.
-    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and name != "query"]
-    no_decay = [p for name, p in model.named_parameters() if p.ndim < 2 or name == "query"]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    model, opt = _build(x_tr.shape[-1], C, num_heads, num_queries, lr, wd, seed, dev)
     bs = min(int(batch_size), n)
-    steps_per_epoch = max(n // bs, 1)  # drop the ragged batch; reshuffled every epoch
-    total = epochs * steps_per_epoch
-    warmup = int(round(warmup_epochs * steps_per_epoch))
-
-    def lr_at(t: int) -> float:
-        if t < warmup:
-            return lr * (t + 1) / warmup
-        return lr * 0.5 * (1.0 + math.cos(math.pi * (t - warmup) / max(total - warmup, 1)))
-
-    t = 0
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        for s in range(steps_per_epoch):
-            idx = perm[s * bs: (s + 1) * bs]
-            xb = x_tr[idx].to(dev, torch.float32, non_blocking=True)
-            yb = y_tr[idx].to(dev)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(t)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = F.cross_entropy(model(xb).float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            t += 1
-    logits = _predict(model, x_te, bs, dev, use_amp)
-    acc = topk_accuracy(logits, y_te, ks=(1, 5) if C > 5 else (1,))
-    out: dict[str, Any] = {"top1": acc["top1"]}
-    if C > 5:
-        out["top5"] = acc["top5"]
-    out.update(n_train=int(n), n_test=int(x_te.shape[0]))
-    return out
+    _train(
+        model,
+        opt,
+        x_tr,
+        y_tr,
+        epochs=epochs,
+        lr=lr,
+        batch_size=bs,
+        warmup_epochs=warmup_epochs,
+        seed=seed,
+        device=dev,
+        use_amp=use_amp,
+    )
+    top1, top5 = headline_accuracy(_predict(model, x_te, bs, dev, use_amp), y_te, C)
+    return ClassifierResult(top1=top1, top5=top5, n_train=int(n), n_test=int(x_te.shape[0]))

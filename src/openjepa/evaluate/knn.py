@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import as_tensor, encode_labels
+from .results import HEADLINE_K, KnnAccuracy, KnnResult
 
 
 def _normalised(x: Any, device: torch.device | None) -> torch.Tensor:
@@ -21,9 +22,15 @@ def _normalised(x: Any, device: torch.device | None) -> torch.Tensor:
     return F.normalize(x.to(device=device, dtype=torch.float32), dim=1)
 
 
-def _knn_votes(train_n: torch.Tensor, train_idx: torch.Tensor, test_n: torch.Tensor,
-               ks: Sequence[int], temperature: float, num_classes: int, batch_size: int
-               ) -> Iterator[tuple[slice, dict[int, torch.Tensor]]]:
+def _knn_votes(
+    train_n: torch.Tensor,
+    train_idx: torch.Tensor,
+    test_n: torch.Tensor,
+    ks: Sequence[int],
+    temperature: float,
+    num_classes: int,
+    batch_size: int,
+) -> Iterator[tuple[slice, dict[int, torch.Tensor]]]:
     """Yield (test rows, {k: (rows, C) normalised vote scores}) one chunk of test points at a time.
 
     The neighbours are found once for the largest k; smaller k reuse the first columns of the
@@ -86,38 +93,45 @@ def knn_eval(
     temperature: float = 0.07,
     batch_size: int = 1024,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
-    """Weighted kNN accuracy for each k: {"k10_top1": .., "k10_top5": .., ..., "n_train", "n_test"}.
+) -> KnnResult:
+    """Weighted kNN accuracy for each k; the headline is k=20 (DINO's) when evaluated, else the first k.
 
     Fractions 0..1; top5 only when there are more than 5 classes; each k is clipped to the train
-    size (the key keeps the requested k). Labels may be any integers (mapped to 0..C-1).
+    size (the result keeps the requested k). Labels may be any integers (mapped to 0..C-1).
     """
     train_idx, test_idx, classes = encode_labels(train_y, test_y)
+    assert test_idx is not None  # test_y was given
     train_n = _normalised(train_f, None if device is None else torch.device(device))
     dev = train_n.device
     test_n = _normalised(test_f, dev)
     n_train, n_test, num_classes = train_n.shape[0], test_n.shape[0], len(classes)
     if train_idx.numel() != n_train or test_idx.numel() != n_test:
         raise ValueError("features and labels differ in length")
-    ks = list(ks)
+    ks = list(dict.fromkeys(int(k) for k in ks))
+    if not ks:
+        raise ValueError("knn_eval needs at least one k")
     eff = {k: max(1, min(int(k), n_train)) for k in ks}
     train_idx, test_idx = train_idx.to(dev), test_idx.to(dev)
     want_top5 = num_classes > 5
-    hits1 = {k: 0 for k in ks}
-    hits5 = {k: 0 for k in ks}
+    hits1: dict[int, float] = {k: 0 for k in ks}
+    hits5: dict[int, float] = {k: 0 for k in ks}
     # Accumulate hit counts chunk by chunk rather than keeping (n_test, C) scores for every k.
-    for rows, votes in _knn_votes(train_n, train_idx, test_n, sorted(set(eff.values())), temperature,
-                                  num_classes, batch_size):
+    for rows, votes in _knn_votes(
+        train_n, train_idx, test_n, sorted(set(eff.values())), temperature, num_classes, batch_size
+    ):
         y = test_idx[rows]
         for k in ks:
             v = votes[eff[k]]
             hits1[k] += (v.argmax(dim=1) == y).sum().item()
             if want_top5:
                 hits5[k] += (v.topk(5, dim=1).indices == y[:, None]).any(dim=1).sum().item()
-    out: dict[str, Any] = {}
-    for k in ks:
-        out[f"k{k}_top1"] = hits1[k] / max(n_test, 1)
-        if want_top5:
-            out[f"k{k}_top5"] = hits5[k] / max(n_test, 1)
-    out.update(n_train=n_train, n_test=n_test, temperature=temperature)
-    return out
+    per_k = tuple(
+        KnnAccuracy(k, hits1[k] / max(n_test, 1), hits5[k] / max(n_test, 1) if want_top5 else None) for k in ks
+    )
+    return KnnResult(
+        per_k=per_k,
+        n_train=n_train,
+        n_test=n_test,
+        temperature=temperature,
+        headline_k=HEADLINE_K if HEADLINE_K in ks else ks[0],
+    )

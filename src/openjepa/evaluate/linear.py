@@ -10,15 +10,18 @@ heads start at zero and the result depends on the seed only through minibatch or
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import partial
 from itertools import product
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ._common import as_numpy, as_tensor, encode_labels, stratified_split
-from .metrics import topk_accuracy
+from .metrics import headline_accuracy
+from .results import LinearResult, LogisticResult, SweepPoint
 
 # SGD + Nesterov momentum 0.9 + cosine decay, on standardised features. The weight decay is the
 # coupled (L2) kind, i.e. a mean-cross-entropy + wd/2 ||W||^2 objective, the same family as
@@ -42,8 +45,7 @@ def _standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class _Heads:
     """H linear heads over C classes stored as one (D, H*C) matrix, with optional shared BN stats."""
 
-    def __init__(self, dim: int, num_heads: int, num_classes: int, batchnorm: bool,
-                 device: torch.device) -> None:
+    def __init__(self, dim: int, num_heads: int, num_classes: int, batchnorm: bool, device: torch.device) -> None:
         self.H, self.C = num_heads, num_classes
         self.W = torch.zeros(dim, num_heads * num_classes, device=device)
         self.b = torch.zeros(num_heads * num_classes, device=device)
@@ -64,16 +66,26 @@ class _Heads:
         """(n, H, C) eval-mode logits, computed in chunks to bound memory."""
         outs = []
         for s in range(0, x.shape[0], chunk):
-            xb = x[s: s + chunk]
+            xb = x[s : s + chunk]
             if self.bn:
                 xb = (xb - self.run_mean) / torch.sqrt(self.run_var + BN_EPS)
             outs.append((xb @ self.W + self.b).view(-1, self.H, self.C))
         return torch.cat(outs) if outs else x.new_zeros(0, self.H, self.C)
 
 
-def _train_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, lrs: torch.Tensor,
-                 wds: torch.Tensor, *, epochs: int, batch_size: int | None, batchnorm: bool,
-                 momentum: float, seed: int) -> _Heads:
+def _train_heads(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    lrs: torch.Tensor,
+    wds: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int | None,
+    batchnorm: bool,
+    momentum: float,
+    seed: int,
+) -> _Heads:
     n, dim = x.shape
     H, C = len(lrs), num_classes
     heads = _Heads(dim, H, C, batchnorm, x.device)
@@ -93,7 +105,7 @@ def _train_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, lrs: torch.
         # One gather per epoch, then contiguous slices: cheaper than a gather per step.
         x_ep, t_ep = x[perm], onehot[perm]
         for s in range(steps):
-            xb, tb = x_ep[s * bs: (s + 1) * bs], t_ep[s * bs: (s + 1) * bs]
+            xb, tb = x_ep[s * bs : (s + 1) * bs], t_ep[s * bs : (s + 1) * bs]
             if batchnorm:
                 xb = heads._bn_train(xb)
             logits = (xb @ heads.W + heads.b).view(bs, H, C)
@@ -114,6 +126,67 @@ def _train_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, lrs: torch.
     return heads
 
 
+@dataclass
+class _Fitted:
+    """Heads trained on standardised features, with the statistics to standardise new inputs."""
+
+    heads: _Heads
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, H, C) eval-mode logits of raw features."""
+        return self.heads.logits((x - self.mean) / self.std)
+
+
+def _fit(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    configs: list[tuple[float, float]],
+    num_classes: int,
+    standardize: bool,
+    train_kw: dict[str, Any],
+) -> _Fitted:
+    """One head per (lr, wd) in `configs`, trained on `x` standardised with its own statistics."""
+    mean, std = _standardiser(x) if standardize else (x.new_zeros(1), x.new_ones(1))
+    lr_t = torch.tensor([c[0] for c in configs])
+    wd_t = torch.tensor([c[1] for c in configs])
+    return _Fitted(_train_heads((x - mean) / std, y, num_classes, lr_t, wd_t, **train_kw), mean, std)
+
+
+def _select(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    grid: list[tuple[float, float]],
+    val_fraction: float,
+    seed: int,
+    fit: Callable[..., _Fitted],
+) -> tuple[int, float, tuple[SweepPoint, ...], _Fitted | None]:
+    """Pick the (lr, wd) of `grid` with the best validation top-1 (ties: lower validation loss).
+
+    Returns (index into grid, its validation top-1, the sweep, the heads trained on the fitting
+    split). Without a validation split a one-point grid is its own choice (NaN top-1, no heads).
+    """
+    if val_fraction <= 0:
+        if len(grid) == 1:
+            return 0, float("nan"), (), None
+        raise ValueError("a sweep over several (lr, wd) needs val_fraction > 0 to select one")
+    fit_idx, val_idx = stratified_split(y.cpu(), val_fraction, seed)
+    if len(val_idx) == 0:
+        raise ValueError("val_fraction too small: the validation split is empty")
+    fit_idx, val_idx = fit_idx.to(x.device), val_idx.to(x.device)
+    fitted = fit(x[fit_idx], y[fit_idx], grid)
+    val_logits = fitted.logits(x[val_idx])  # (n_val, H, C)
+    y_val = y[val_idx]
+    val_acc = (val_logits.argmax(dim=-1) == y_val[:, None]).float().mean(dim=0)
+    val_loss = torch.stack([F.cross_entropy(val_logits[:, h], y_val) for h in range(len(grid))])
+    sweep = tuple(
+        SweepPoint(lr, wd, acc, loss) for (lr, wd), acc, loss in zip(grid, val_acc.tolist(), val_loss.tolist())
+    )
+    best = max(range(len(grid)), key=lambda h: (val_acc[h].item(), -val_loss[h].item()))
+    return best, val_acc[best].item(), sweep, fitted
+
+
 def linear_probe(
     train_f: Any,
     train_y: Any,
@@ -131,7 +204,7 @@ def linear_probe(
     momentum: float = 0.9,
     seed: int = 0,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
+) -> LinearResult:
     """Linear (optionally BN + linear) probe with an lr x wd sweep trained in one pass; top-1 in 0..1.
 
     A stratified, seeded `val_fraction` of train selects (lr, wd) by validation top-1 (ties broken by
@@ -139,8 +212,6 @@ def linear_probe(
     retrained on ALL of train (new standardisation statistics included) and that head is tested;
     with `refit=False` the selected sweep head is tested as is. Features are standardised with the
     statistics of the data each head is trained on. `batch_size=None` means full batch.
-    Returns {"top1", "top5" (>5 classes), "val_top1", "best_lr", "best_wd", "n_train", "n_test",
-    "sweep": [{"lr", "wd", "val_top1", "val_loss"}, ...]}.
     """
     dev = torch.device(device)
     x_all = as_tensor(train_f).to(dev, torch.float32)
@@ -148,55 +219,40 @@ def linear_probe(
     if x_all.ndim != 2 or x_test.ndim != 2:
         raise ValueError("linear_probe expects pooled (N, D) features")
     y_all, y_test, classes = encode_labels(train_y, test_y)
+    assert y_test is not None  # test_y was given
     y_all, y_test = y_all.to(dev), y_test.to(dev)
     C = len(classes)
     grid = list(product([float(v) for v in lrs], [float(v) for v in wds]))
     if not grid:
         raise ValueError("empty lr / wd sweep")
-    train_kw = dict(epochs=epochs, batch_size=batch_size, batchnorm=batchnorm, momentum=momentum,
-                    seed=seed)
-
-    def fit(x: torch.Tensor, y: torch.Tensor, configs: list[tuple[float, float]]):
-        mean, std = _standardiser(x) if standardize else (x.new_zeros(1), x.new_ones(1))
-        lr_t = torch.tensor([c[0] for c in configs])
-        wd_t = torch.tensor([c[1] for c in configs])
-        heads = _train_heads((x - mean) / std, y, C, lr_t, wd_t, **train_kw)
-        return heads, mean, std
-
-    sweep: list[dict[str, float]] = []
-    if val_fraction > 0:
-        fit_idx, val_idx = stratified_split(y_all.cpu(), val_fraction, seed)
-        if len(val_idx) == 0:
-            raise ValueError("val_fraction too small: the validation split is empty")
-        fit_idx, val_idx = fit_idx.to(dev), val_idx.to(dev)
-        heads, mean, std = fit(x_all[fit_idx], y_all[fit_idx], grid)
-        val_logits = heads.logits((x_all[val_idx] - mean) / std)  # (n_val, H, C)
-        y_val = y_all[val_idx]
-        val_acc = (val_logits.argmax(dim=-1) == y_val[:, None]).float().mean(dim=0)
-        val_loss = torch.stack([F.cross_entropy(val_logits[:, h], y_val) for h in range(len(grid))])
-        for (lr, wd), acc, loss in zip(grid, val_acc.tolist(), val_loss.tolist()):
-            sweep.append({"lr": lr, "wd": wd, "val_top1": acc, "val_loss": loss})
-        best = max(range(len(grid)), key=lambda h: (val_acc[h].item(), -val_loss[h].item()))
-        best_val = val_acc[best].item()
-    elif len(grid) == 1:
-        best, best_val, heads = 0, float("nan"), None
-    else:
-        raise ValueError("a sweep over several (lr, wd) needs val_fraction > 0 to select one")
-
-    best_lr, best_wd = grid[best]
-    if heads is None or refit:
-        heads, mean, std = fit(x_all, y_all, [grid[best]])
-        head_index = 0
-    else:
-        head_index = best
-    test_logits = heads.logits((x_test - mean) / std)[:, head_index]
-    acc = topk_accuracy(test_logits, y_test, ks=(1, 5) if C > 5 else (1,))
-    out: dict[str, Any] = {"top1": acc["top1"]}
-    if C > 5:
-        out["top5"] = acc["top5"]
-    out.update(val_top1=best_val, best_lr=best_lr, best_wd=best_wd, n_train=int(x_all.shape[0]),
-               n_test=int(x_test.shape[0]), refit=bool(refit), sweep=sweep)
-    return out
+    fit = partial(
+        _fit,
+        num_classes=C,
+        standardize=standardize,
+        train_kw={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "batchnorm": batchnorm,
+            "momentum": momentum,
+            "seed": seed,
+        },
+    )
+    best, best_val, sweep, fitted = _select(x_all, y_all, grid, val_fraction, seed, fit)
+    head_index = best
+    if fitted is None or refit:
+        fitted, head_index = fit(x_all, y_all, [grid[best]]), 0
+    top1, top5 = headline_accuracy(fitted.logits(x_test)[:, head_index], y_test, C)
+    return LinearResult(
+        top1=top1,
+        top5=top5,
+        val_top1=best_val,
+        best_lr=grid[best][0],
+        best_wd=grid[best][1],
+        n_train=int(x_all.shape[0]),
+        n_test=int(x_test.shape[0]),
+        refit=bool(refit),
+        sweep=sweep,
+    )
 
 
 def logistic_regression_probe(
@@ -207,10 +263,10 @@ def logistic_regression_probe(
     C: float = 1.0,
     max_iter: int = 1000,
     standardize: bool = True,
-) -> dict[str, Any]:
+) -> LogisticResult:
     """scikit-learn multinomial L2 LogisticRegression (lbfgs) on standardised features; top-1 in 0..1.
 
-    Standardisation uses train statistics. Returns {"top1", "top5" (>5 classes), "n_train", "n_test", "C"}.
+    Standardisation uses train statistics.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -231,9 +287,5 @@ def logistic_regression_probe(
         scores = torch.from_numpy(clf.decision_function(x_te)).reshape(x_te.shape[0], -1)
         if n_classes == 2:  # binary decision_function is one column: logit of class 1
             scores = torch.cat([torch.zeros_like(scores), scores], dim=1)
-    acc = topk_accuracy(scores, y_te, ks=(1, 5) if n_classes > 5 else (1,))
-    out: dict[str, Any] = {"top1": acc["top1"]}
-    if n_classes > 5:
-        out["top5"] = acc["top5"]
-    out.update(n_train=int(x_tr.shape[0]), n_test=int(x_te.shape[0]), C=C)
-    return out
+    top1, top5 = headline_accuracy(scores, y_te, n_classes)
+    return LogisticResult(top1=top1, top5=top5, n_train=int(x_tr.shape[0]), n_test=int(x_te.shape[0]), C=C)

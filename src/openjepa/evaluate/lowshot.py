@@ -14,10 +14,12 @@ import torch
 
 from ._common import as_tensor
 from .linear import logistic_regression_probe
+from .results import LowShotResult, LowShotSetting
 
 
-def class_balanced_subset(labels: Any, *, fraction: float | None = None, shots: int | None = None,
-                          seed: int = 0) -> torch.Tensor:
+def class_balanced_subset(
+    labels: Any, *, fraction: float | None = None, shots: int | None = None, seed: int = 0
+) -> torch.Tensor:
     """Sorted indices of a seeded subset with `shots` per class, or round(fraction * n_c) (>= 1) per class.
 
     Exactly one of `fraction` / `shots` must be given. A class with fewer than `shots` examples
@@ -35,6 +37,7 @@ def class_balanced_subset(labels: Any, *, fraction: float | None = None, shots: 
                 raise ValueError(f"class {c.item()} has {len(idx)} examples, fewer than shots={shots}")
             take = int(shots)
         else:
+            assert fraction is not None  # exactly one of fraction / shots, checked above
             if not 0 < fraction <= 1:
                 raise ValueError(f"fraction must be in (0, 1], got {fraction}")
             take = max(1, int(round(fraction * len(idx))))
@@ -57,33 +60,33 @@ def lowshot_eval(
     seeds: Sequence[int] = (0, 1, 2),
     C: float = 1.0,
     max_iter: int = 1000,
-) -> dict[str, dict[str, Any]]:
+) -> LowShotResult:
     """Top-1 (0..1) of logistic regression trained on seeded class-balanced subsets of train.
 
-    Returns {"1%": {...}, "1-shot": {...}, ...}, each {"mean", "std", "per_seed", "n_train"} where
-    std is the sample std over seeds (ddof=1; 0 for one seed) and n_train the subset size of the
-    first seed. Features are standardised with the subset's own statistics, so no label-free
-    statistics of the full train set leak in. C=1.0 is sklearn's default; the strong implicit
-    regularisation of so few examples makes it a reasonable fixed choice, as no labels are spare
-    for selecting it.
+    One setting per fraction ("1%") and per shot count ("1-shot"), each with the mean and sample
+    std (ddof=1; 0 for one seed) over seeds. Features are standardised with the subset's own
+    statistics, so no label-free statistics of the full train set leak in. C=1.0 is sklearn's
+    default; the strong implicit regularisation of so few examples makes it a reasonable fixed
+    choice, as no labels are spare for selecting it.
     """
     train_f = as_tensor(train_f)
     train_y = as_tensor(train_y).reshape(-1)
     settings = [(float(f), None) for f in fractions] + [(None, int(k)) for k in shots]
-    out: dict[str, dict[str, Any]] = {}
+    if not settings:
+        raise ValueError("lowshot_eval needs at least one fraction or shot count")
+    out: dict[str, LowShotSetting] = {}
     for fraction, k in settings:
         accs, sizes = [], []
         for seed in seeds:
             idx = class_balanced_subset(train_y, fraction=fraction, shots=k, seed=seed)
-            res = logistic_regression_probe(train_f[idx], train_y[idx], test_f, test_y, C=C,
-                                            max_iter=max_iter)
-            accs.append(res["top1"])
+            res = logistic_regression_probe(train_f[idx], train_y[idx], test_f, test_y, C=C, max_iter=max_iter)
+            accs.append(res.top1)
             sizes.append(len(idx))
         arr = np.asarray(accs, dtype=np.float64)
-        out[_setting_name(fraction, k)] = {
-            "mean": float(arr.mean()),
-            "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
-            "per_seed": accs,
-            "n_train": sizes[0],
-        }
-    return out
+        out[_setting_name(fraction, k)] = LowShotSetting(
+            mean=float(arr.mean()),
+            std=float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+            per_seed=tuple(accs),
+            n_train=sizes[0],
+        )
+    return LowShotResult(settings=out, n_train=len(train_f), n_test=len(test_f))

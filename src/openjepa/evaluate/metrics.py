@@ -17,8 +17,9 @@ def topk_accuracy(logits_or_scores: Any, labels: Any, ks: Sequence[int] = (1, 5)
     scores = as_tensor(logits_or_scores)
     labels = as_tensor(labels).reshape(-1).to(scores.device).long()
     if scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
-        raise ValueError(f"scores must be (N, C) matching labels (N,), got {tuple(scores.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"scores must be (N, C) matching labels (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}"
+        )
     n, c = scores.shape
     out: dict[str, float] = {}
     if n == 0:
@@ -29,6 +30,12 @@ def topk_accuracy(logits_or_scores: Any, labels: Any, ks: Sequence[int] = (1, 5)
     for k in ks:
         out[f"top{k}"] = hit[:, : min(k, c)].any(dim=1).sum().item() / n  # exact ratio, not a float32 mean
     return out
+
+
+def headline_accuracy(scores: Any, labels: Any, num_classes: int) -> tuple[float, float | None]:
+    """(top-1, top-5) of (N, C) scores; top-5 is None with 5 classes or fewer, where it says nothing."""
+    acc = topk_accuracy(scores, labels, ks=(1, 5) if num_classes > 5 else (1,))
+    return acc["top1"], acc.get("top5")
 
 
 def confusion_matrix(pred: Any, labels: Any, num_classes: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._common import as_numpy
+from .results import RegressionResult
 
 # Log-spaced, wide enough for standardised features from small (D=192) to huge (D=4*1280) widths.
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 15))
@@ -22,11 +23,11 @@ def regression_probe(
     test_f: Any,
     test_v: Any,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
-) -> dict[str, float]:
+) -> RegressionResult:
     """RidgeCV (efficient leave-one-out over `alphas`) on standardised features.
 
-    Returns {"mae", "rmse", "r2", "rounded_acc", "alpha", "n_train", "n_test"}; rounded_acc is
-    the fraction of test points where round(prediction) == round(target), i.e. the count accuracy.
+    Its `rounded_acc` (also its `top1`) is the fraction of test points where round(prediction) ==
+    round(target), i.e. the count accuracy.
     """
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import mean_absolute_error, r2_score
@@ -39,12 +40,12 @@ def regression_probe(
     scaler = StandardScaler().fit(x_tr)
     model = RidgeCV(alphas=list(alphas)).fit(scaler.transform(x_tr), y_tr)
     pred = model.predict(scaler.transform(x_te))
-    return {
-        "mae": float(mean_absolute_error(y_te, pred)),
-        "rmse": float(np.sqrt(np.mean((y_te - pred) ** 2))),
-        "r2": float(r2_score(y_te, pred)),
-        "rounded_acc": float(np.mean(np.rint(pred) == np.rint(y_te))),
-        "alpha": float(model.alpha_),
-        "n_train": int(x_tr.shape[0]),
-        "n_test": int(x_te.shape[0]),
-    }
+    return RegressionResult(
+        mae=float(mean_absolute_error(y_te, pred)),
+        rmse=float(np.sqrt(np.mean((y_te - pred) ** 2))),
+        r2=float(r2_score(y_te, pred)),
+        rounded_acc=float(np.mean(np.rint(pred) == np.rint(y_te))),
+        alpha=float(model.alpha_),
+        n_train=int(x_tr.shape[0]),
+        n_test=int(x_te.shape[0]),
+    )

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..train.checkpoint import CheckpointError, safe_load
+from ..core.checkpoint import CheckpointError, safe_load
 
 logger = logging.getLogger("openjepa.interop")
 
@@ -23,7 +23,7 @@ WHICH_KEY = {"target": "target_encoder", "context": "encoder"}
 
 def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Drop the DDP `module.` prefix (present on every key of reference checkpoints)."""
-    return {k[len(MODULE_PREFIX):] if k.startswith(MODULE_PREFIX) else k: v for k, v in state_dict.items()}
+    return {k[len(MODULE_PREFIX) :] if k.startswith(MODULE_PREFIX) else k: v for k, v in state_dict.items()}
 
 
 def add_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,14 +33,16 @@ def add_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 def is_state_dict(obj: Any) -> bool:
     """A non-empty mapping of str -> tensor."""
-    return (isinstance(obj, Mapping) and len(obj) > 0
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def check_which(which: str) -> str:
     if which not in WHICH:
-        raise ValueError(f"which must be 'target' (the EMA encoder the paper evaluates) or 'context', "
-                         f"got {which!r}")
+        raise ValueError(f"which must be 'target' (the EMA encoder the paper evaluates) or 'context', got {which!r}")
     return which
 
 
@@ -64,16 +66,16 @@ def _shape(t: Any) -> tuple[int, ...]:
     return tuple(t.shape) if hasattr(t, "shape") else ()
 
 
-def check_fits(expected: Mapping[str, Any], state_dict: Mapping[str, Any], what: str,
-               max_items: int = 12) -> None:
+def check_fits(expected: Mapping[str, Any], state_dict: Mapping[str, Any], what: str, max_items: int = 12) -> None:
     """Raise a one-line CheckpointError if `state_dict` does not match `expected` (name -> tensor/shape).
 
     The message lists every mismatched shape as `name: expected (..) vs got (..)`, then missing and
     unexpected keys.
     """
     exp = {k: tuple(v) if isinstance(v, (tuple, list, torch.Size)) else _shape(v) for k, v in expected.items()}
-    problems = [f"{k}: expected {exp[k]} vs got {_shape(v)}" for k, v in state_dict.items()
-                if k in exp and exp[k] != _shape(v)]
+    problems = [
+        f"{k}: expected {exp[k]} vs got {_shape(v)}" for k, v in state_dict.items() if k in exp and exp[k] != _shape(v)
+    ]
     missing = [k for k in exp if k not in state_dict]
     unexpected = [k for k in state_dict if k not in exp]
     if not (problems or missing or unexpected):
@@ -85,16 +87,16 @@ def check_fits(expected: Mapping[str, Any], state_dict: Mapping[str, Any], what:
         parts.append("shape mismatch " + "; ".join(shown) + more)
     for label, keys in (("missing", missing), ("unexpected", unexpected)):
         if keys:
-            shown = max(1, max_items // 2)
-            more = f" (and {len(keys) - shown} more)" if len(keys) > shown else ""
-            parts.append(f"{len(keys)} {label} keys: {', '.join(keys[:shown])}{more}")
+            n_shown = max(1, max_items // 2)
+            more = f" (and {len(keys) - n_shown} more)" if len(keys) > n_shown else ""
+            parts.append(f"{len(keys)} {label} keys: {', '.join(keys[:n_shown])}{more}")
     raise CheckpointError(f"{what}: " + " | ".join(parts))
 
 
 def load_torch_file(path: str | Path) -> Any:
     """`torch.load(weights_only=True)`, memory-mapped where the file allows it (a 10 GB reference
     checkpoint then costs no RAM until its tensors are used). Unsafe pickles are refused exactly as
-    `openjepa.train.checkpoint.safe_load` refuses them (CheckpointError naming arbitrary unpickling)."""
+    `openjepa.core.checkpoint.safe_load` refuses them (CheckpointError naming arbitrary unpickling)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")

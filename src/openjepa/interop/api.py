@@ -10,43 +10,37 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from PIL import Image
 from torch.overrides import TorchFunctionMode
-from torchvision import transforms as T
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, make_eval_transforms
+from ..core.checkpoint import CheckpointError
+from ..data.images import image_extensions, read_rgb, scan_images
+from ..data.transforms import make_eval_transforms
+from ..models.pooling import POOLINGS, pool_features
 from ..models.registry import ENCODER_SPECS
 from ..models.vision_transformer import VisionTransformer
-from ..train.checkpoint import CheckpointError
 from ._util import check_fits, check_which, encoder_arch, logger, strip_module_prefix
 from .formats import read_weights
 
 __all__ = ["Encoder", "load_encoder", "make_preprocess", "list_images", "POOLINGS"]
 
-POOLINGS = ("avg", "avg_last4", "patch")
 RANDOM_PREFIX = "random:"
 
 
 def make_preprocess(img_size: Sequence[int] | int, resize_ratio: float = 1.0) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> normalised tensor at the encoder's size: bicubic resize, centre crop, ImageNet mean/std."""
-    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if h == w:
-        return make_eval_transforms(int(h), resize_ratio=resize_ratio)
-    return T.Compose([
-        T.Resize(int(round(max(h, w) * resize_ratio)), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-        T.CenterCrop((int(h), int(w))),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return make_eval_transforms(img_size, resize_ratio=resize_ratio)
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """All image files under `folder`, recursively, in sorted path order."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    """All image files under `folder`, recursively, as absolute paths in sorted order.
+
+    The listing is data/images.py `scan_images` (its extensions; hidden files and folders skipped),
+    so it is the file list of the image-folder datasets and of `openjepa index` too.
+    """
+    files, _ = scan_images(Path(folder))
     if not files:
-        raise ValueError(f"no images ({', '.join(IMG_EXTENSIONS)}) found under {folder}")
-    return files
+        raise ValueError(f"no images ({', '.join(sorted(image_extensions()))}) found under {folder}")
+    return [Path(f) for f in files]
 
 
 class Encoder(VisionTransformer):
@@ -60,11 +54,18 @@ class Encoder(VisionTransformer):
     `encoder(x)` returns all normed patch tokens (B, N, D); `embed(...)` returns pooled features.
     """
 
-    def __init__(self, arch: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
-                 resize_ratio: float = 1.0) -> None:
+    def __init__(
+        self, arch: Mapping[str, Any], meta: Mapping[str, Any] | None = None, resize_ratio: float = 1.0
+    ) -> None:
         a = encoder_arch(arch)
-        super().__init__(img_size=a["img_size"], patch_size=a["patch_size"], embed_dim=a["embed_dim"],
-                         depth=a["depth"], num_heads=a["num_heads"], mlp_ratio=a["mlp_ratio"])
+        super().__init__(
+            img_size=a["img_size"],
+            patch_size=a["patch_size"],
+            embed_dim=a["embed_dim"],
+            depth=a["depth"],
+            num_heads=a["num_heads"],
+            mlp_ratio=a["mlp_ratio"],
+        )
         self.meta: dict[str, Any] = {"arch": a, **dict(meta or {})}
         self.preprocess = make_preprocess(a["img_size"], resize_ratio)
 
@@ -76,7 +77,7 @@ class Encoder(VisionTransformer):
             if x.ndim != 4:
                 raise ValueError(f"expected a (B, 3, H, W) tensor batch, got shape {tuple(images.shape)}")
             n = len(x)
-            return n, -(-n // batch_size), (x[i:i + batch_size] for i in range(0, n, batch_size))
+            return n, -(-n // batch_size), (x[i : i + batch_size] for i in range(0, n, batch_size))
         if isinstance(images, (str, os.PathLike)):
             p = Path(images)
             if p.is_dir():
@@ -98,25 +99,16 @@ class Encoder(VisionTransformer):
             if isinstance(item, torch.Tensor):
                 return item
             if isinstance(item, (str, os.PathLike)):
-                with Image.open(item) as im:
-                    return self.preprocess(im.convert("RGB"))
+                return self.preprocess(read_rgb(item))
             if isinstance(item, Image.Image):
                 return self.preprocess(item.convert("RGB"))
             raise TypeError(f"cannot embed an item of type {type(item).__name__}")
 
         n = len(items)
-        gen = (torch.stack([load(it) for it in items[i:i + batch_size]]) for i in range(0, n, batch_size))
+        gen = (torch.stack([load(it) for it in items[i : i + batch_size]]) for i in range(0, n, batch_size))
         return n, -(-n // batch_size), gen
 
     # ------------------------------------------------------------------------------------ features
-    def _pool(self, x: torch.Tensor, pooling: str) -> torch.Tensor:
-        if pooling == "avg":
-            return self(x).float().mean(dim=1)
-        if pooling == "avg_last4":
-            layers = self.get_intermediate_layers(x, min(4, len(self.blocks)))
-            return torch.cat([t.float().mean(dim=1) for t in layers], dim=1)
-        return self(x).float()
-
     @torch.no_grad()
     def embed(self, images: Any, batch_size: int = 64, pooling: str = "avg", progress: bool = True) -> torch.Tensor:
         """Features of images: (N, D) float32 on CPU.
@@ -137,9 +129,10 @@ class Encoder(VisionTransformer):
         self.eval()
         out: list[torch.Tensor] = []
         try:
-            for x in tqdm(batches, total=n_batches, disable=not progress, desc=f"embed ({pooling})",
-                          dynamic_ncols=True):
-                out.append(self._pool(x.to(device=device, dtype=dtype), pooling).to("cpu", torch.float32))
+            for x in tqdm(
+                batches, total=n_batches, disable=not progress, desc=f"embed ({pooling})", dynamic_ncols=True
+            ):
+                out.append(pool_features(self, x.to(device=device, dtype=dtype), pooling).cpu())
         finally:
             self.train(was_training)
         feats = torch.cat(out)
@@ -153,8 +146,9 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def _requested_arch(base: Mapping[str, Any], model_name: str | None, patch_size: int | None,
-                    img_size: int | None) -> dict:
+def _requested_arch(
+    base: Mapping[str, Any], model_name: str | None, patch_size: int | None, img_size: int | None
+) -> dict:
     arch = encoder_arch(base)
     if model_name is not None:
         if model_name not in ENCODER_SPECS:
@@ -197,11 +191,13 @@ def _empty_encoder(arch: dict, meta: dict, resize_ratio: float) -> Encoder:
     return Encoder(arch, meta, resize_ratio)
 
 
-def _build_loaded(arch: dict, state_dict: Mapping[str, torch.Tensor], meta: dict, resize_ratio: float,
-                  dtype: torch.dtype, what: str) -> Encoder:
+def _build_loaded(
+    arch: dict, state_dict: Mapping[str, torch.Tensor], meta: dict, resize_ratio: float, dtype: torch.dtype, what: str
+) -> Encoder:
     enc = _empty_encoder(arch, meta, resize_ratio)
-    check_fits(enc.state_dict(), state_dict,
-               f"the weights in {what} do not fit the requested architecture {_arch_str(arch)}")
+    check_fits(
+        enc.state_dict(), state_dict, f"the weights in {what} do not fit the requested architecture {_arch_str(arch)}"
+    )
     # Own copies: never alias the caller's tensors or a memory-mapped file.
     sd = {k: (v.to(dtype, copy=True) if v.is_floating_point() else v.clone()) for k, v in state_dict.items()}
     enc.load_state_dict(sd, strict=True, assign=True)
@@ -213,15 +209,55 @@ def _build_loaded(arch: dict, state_dict: Mapping[str, torch.Tensor], meta: dict
 
 
 def _arch_str(a: Mapping[str, Any]) -> str:
-    return (f"(patch {a['patch_size']}, img {a['img_size'][0]}, width {a['embed_dim']}, depth {a['depth']}, "
-            f"heads {a['num_heads']}, mlp_ratio {a['mlp_ratio']:.4g})")
+    return (
+        f"(patch {a['patch_size']}, img {a['img_size'][0]}, width {a['embed_dim']}, depth {a['depth']}, "
+        f"heads {a['num_heads']}, mlp_ratio {a['mlp_ratio']:.4g})"
+    )
 
 
-def load_encoder(path_or_name: str | Path | Mapping[str, Any], which: str = "target",
-                 num_heads: int | None = None, device: str | torch.device = "cpu", *,
-                 from_format: str | None = None, model_name: str | None = None,
-                 patch_size: int | None = None, img_size: int | None = None, resize_ratio: float = 1.0,
-                 seed: int = 0, dtype: torch.dtype = torch.float32, depth: int | None = None) -> Encoder:
+def _random_encoder(
+    spec: str,
+    num_heads: int | None,
+    patch_size: int | None,
+    img_size: int | None,
+    depth: int | None,
+    seed: int,
+    resize_ratio: float,
+) -> Encoder:
+    """The encoder of `"random:<model_name>"`: initialised as the reference does, seeded by `seed`."""
+    name = spec[len(RANDOM_PREFIX) :]
+    if name not in ENCODER_SPECS:
+        raise ValueError(f"unknown model {name!r} in {spec!r}; choose one of {', '.join(ENCODER_SPECS)}")
+    base = {"patch_size": 16, "img_size": 224, "embed_dim": 0, "depth": 0, "num_heads": 1, "mlp_ratio": 4.0}
+    arch = _requested_arch(base, name, patch_size, img_size)
+    if num_heads is not None:
+        arch["num_heads"] = int(num_heads)
+    if depth is not None:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        arch["depth"] = int(depth)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        enc = Encoder(arch, {"source": spec, "format": "random", "which": "random"}, resize_ratio)
+    logger.info("load_encoder: randomly initialised %s %s (seed %d)", name, _arch_str(arch), seed)
+    return enc
+
+
+def load_encoder(
+    path_or_name: str | Path | Mapping[str, Any],
+    which: str = "target",
+    num_heads: int | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    from_format: str | None = None,
+    model_name: str | None = None,
+    patch_size: int | None = None,
+    img_size: int | None = None,
+    resize_ratio: float = 1.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    depth: int | None = None,
+) -> Encoder:
     """Load a frozen encoder, in eval mode, from any supported source.
 
     path_or_name:
@@ -249,22 +285,7 @@ def load_encoder(path_or_name: str | Path | Mapping[str, Any], which: str = "tar
     check_which(which)
     dev = _resolve_device(device)
     if isinstance(path_or_name, str) and path_or_name.startswith(RANDOM_PREFIX):
-        name = path_or_name[len(RANDOM_PREFIX):]
-        if name not in ENCODER_SPECS:
-            raise ValueError(f"unknown model {name!r} in {path_or_name!r}; choose one of {', '.join(ENCODER_SPECS)}")
-        base = {"patch_size": 16, "img_size": 224, "embed_dim": 0, "depth": 0, "num_heads": 1, "mlp_ratio": 4.0}
-        arch = _requested_arch(base, name, patch_size, img_size)
-        if num_heads is not None:
-            arch["num_heads"] = int(num_heads)
-        if depth is not None:
-            if depth < 1:
-                raise ValueError(f"depth must be >= 1, got {depth}")
-            arch["depth"] = int(depth)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            enc = Encoder(arch, {"source": path_or_name, "format": "random", "which": "random"}, resize_ratio)
-        enc = enc.to(dtype)
-        logger.info("load_encoder: randomly initialised %s %s (seed %d)", name, _arch_str(arch), seed)
+        enc = _random_encoder(path_or_name, num_heads, patch_size, img_size, depth, seed, resize_ratio).to(dtype)
     else:
         w = read_weights(path_or_name, from_format=from_format, num_heads=num_heads)
         sd, used = w.encoder(which)
@@ -274,10 +295,13 @@ def load_encoder(path_or_name: str | Path | Mapping[str, Any], which: str = "tar
             arch = _requested_arch(arch, model_name, patch_size, img_size)
         meta = {"source": w.source, "format": w.format, "which": used}
         enc = _build_loaded(arch, sd, meta, resize_ratio, dtype, w.source)
-        label = {"target": "target encoder (EMA; what the paper evaluates)", "context": "context encoder",
-                 None: "encoder (the file does not record whether target or context)"}.get(used, f"{used} encoder")
+        label = {
+            "target": "target encoder (EMA; what the paper evaluates)",
+            "context": "context encoder",
+            None: "encoder (the file does not record whether target or context)",
+        }.get(used, f"{used} encoder")
         logger.info("load_encoder: using the %s from %s [%s] %s", label, w.source, w.format, _arch_str(arch))
-    from ..evaluate.features import fingerprint
+    from ..core.hashing import fingerprint
 
     enc.meta["fingerprint"] = fingerprint(enc.state_dict())
     enc.requires_grad_(False)

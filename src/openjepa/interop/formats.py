@@ -14,15 +14,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..train.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, atomic_save, find_resumable,
-                                verify_checkpoint)
-from ._util import (WHICH_KEY, add_module_prefix, check_which, encoder_arch, is_state_dict, load_torch_file,
-                    logger, strip_module_prefix)
+from ..core.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, atomic_save, find_resumable, verify_checkpoint
+from ._util import (
+    WHICH_KEY,
+    add_module_prefix,
+    check_which,
+    encoder_arch,
+    is_state_dict,
+    load_torch_file,
+    logger,
+    strip_module_prefix,
+)
+from .detect import detect_dict, detect_format, detect_path
 from .hf import hf_to_encoder_state_dict, is_hf_folder, load_hf, save_hf
-from .reference import (REFERENCE_KEYS, config_for_arch, infer_arch, infer_encoder_arch,
-                        load_reference_checkpoint, to_reference_checkpoint)
-from .safetensors_io import (SAFETENSORS_FORMAT, load_encoder_safetensors, read_safetensors_metadata,
-                             save_encoder_safetensors)
+from .reference import (
+    REFERENCE_KEYS,
+    config_for_arch,
+    infer_arch,
+    infer_encoder_arch,
+    load_reference_checkpoint,
+    to_reference_checkpoint,
+)
+from .safetensors_io import (
+    load_encoder_safetensors,
+    save_encoder_safetensors,
+)
 from .timm_export import load_timm, save_timm, timm_to_encoder_state_dict
 
 FORMATS = ("openjepa", "reference", "hf", "timm", "safetensors")
@@ -64,14 +80,20 @@ class Weights:
         check_which(which)
         if self.single is not None:
             if self.stored_which is not None and self.stored_which != which:
-                logger.warning("%s holds only the %s encoder; using it although which=%r was asked",
-                               self.source, self.stored_which, which)
+                logger.warning(
+                    "%s holds only the %s encoder; using it although which=%r was asked",
+                    self.source,
+                    self.stored_which,
+                    which,
+                )
             return self.single, self.stored_which
         sd = self.target if which == "target" else self.context
         if sd is None:
             other = "context" if which == "target" else "target"
-            raise CheckpointError(f"{self.source} has no {which} encoder ({WHICH_KEY[which]}); it has only the "
-                                  f"{other} one: pass which={other!r} (--which {other})")
+            raise CheckpointError(
+                f"{self.source} has no {which} encoder ({WHICH_KEY[which]}); it has only the "
+                f"{other} one: pass which={other!r} (--which {other})"
+            )
         return sd, which
 
     def encoder_slots(self) -> tuple[dict, dict]:
@@ -80,69 +102,19 @@ class Weights:
             return self.single, self.single
         ctx = self.context if self.context is not None else self.target
         tgt = self.target if self.target is not None else self.context
+        assert ctx is not None and tgt is not None  # every reader fills at least one encoder
         return ctx, tgt
-
-
-# ----------------------------------------------------------------------------------------- detection
-
-def _looks_hf(keys) -> bool:
-    return any(k.startswith(("embeddings.patch_embeddings", "ijepa.embeddings")) for k in keys)
-
-
-def _detect_dict(obj: Any) -> str:
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"expected a checkpoint dict, got {type(obj).__name__}")
-    if obj.get("format") == FORMAT:
-        return "openjepa"
-    if any(isinstance(obj.get(k), Mapping) for k in ("encoder", "target_encoder")):
-        return "reference"
-    if is_state_dict(obj):
-        return "hf" if _looks_hf(obj) else "timm"
-    for wrapper in ("state_dict", "model"):
-        if is_state_dict(obj.get(wrapper)):
-            return "timm"
-    raise CheckpointError(f"unrecognised checkpoint dict (keys: {', '.join(map(str, list(obj)[:8]))}); "
-                          f"expected an openjepa run checkpoint, a reference checkpoint or an encoder state dict")
-
-
-def detect_format(src: str | Path | Mapping[str, Any]) -> str:
-    """Guess the format of a path or loaded dict (see FORMATS). Never unpickles arbitrary objects."""
-    if isinstance(src, Mapping):
-        return _detect_dict(src)
-    fmt = _detect_path(Path(src))
-    return fmt if fmt is not None else _detect_dict(load_torch_file(src))
-
-
-def _detect_path(p: Path) -> str | None:
-    """Format of a folder or safetensors file; None for a torch file (its contents decide)."""
-    if p.is_dir():
-        if is_hf_folder(p):
-            return "hf"
-        if any(p.glob("ckpt-step*.pt")):
-            return "openjepa"
-        raise CheckpointError(f"{p} is neither a Hugging Face I-JEPA folder (config.json with model_type "
-                              f"'ijepa') nor an openjepa run folder (ckpt-step*.pt)")
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    if p.suffix == ".safetensors":
-        meta = read_safetensors_metadata(p)
-        if meta.get("openjepa_format") == SAFETENSORS_FORMAT:
-            return "safetensors"
-        if meta.get("openjepa_layout") in ("hf", "timm"):
-            return meta["openjepa_layout"]
-        from safetensors import safe_open
-
-        with safe_open(str(p), framework="pt") as f:
-            return "hf" if _looks_hf(f.keys()) else "timm"
-    return None
 
 
 # ------------------------------------------------------------------------------------------- readers
 
+
 def _check_heads(arch: dict, num_heads: int | None, source: str) -> dict:
     if num_heads is not None and int(num_heads) != arch["num_heads"]:
-        raise CheckpointError(f"{source} records {arch['num_heads']} attention heads, but num_heads={num_heads} "
-                              f"was given; drop --num-heads or fix the file")
+        raise CheckpointError(
+            f"{source} records {arch['num_heads']} attention heads, but num_heads={num_heads} "
+            f"was given; drop --num-heads or fix the file"
+        )
     return arch
 
 
@@ -161,8 +133,15 @@ def _read_openjepa(state: Mapping[str, Any], source: str, num_heads: int | None)
     missing = [k for k in _NETS if not is_state_dict(state.get(k))]
     if missing:
         raise CheckpointError(f"{source} lacks {', '.join(missing)}")
-    return Weights("openjepa", source, arch, context=state["encoder"], target=state["target_encoder"],
-                   predictor=state["predictor"], extra=extra)
+    return Weights(
+        "openjepa",
+        source,
+        arch,
+        context=state["encoder"],
+        target=state["target_encoder"],
+        predictor=state["predictor"],
+        extra=extra,
+    )
 
 
 def _read_reference(ckpt: Any, source: str, num_heads: int | None, predictor_heads: int | None) -> Weights:
@@ -172,12 +151,23 @@ def _read_reference(ckpt: Any, source: str, num_heads: int | None, predictor_hea
     pred = ref["predictor"] if is_state_dict(ref.get("predictor")) else None
     arch = infer_arch(ref, num_heads=num_heads, predictor_heads=predictor_heads)
     meta = {k: ref[k] for k in ("epoch", "loss", "batch_size", "world_size", "lr") if k in ref}
-    extra = {"optimizer": ref.get("opt"), "scaler": ref.get("scaler"), "epoch": ref.get("epoch", 0),
-             "reference_meta": meta}
+    extra = {
+        "optimizer": ref.get("opt"),
+        "scaler": ref.get("scaler"),
+        "epoch": ref.get("epoch", 0),
+        "reference_meta": meta,
+    }
     if ctx is None or tgt is None:
         which = "target" if tgt is not None else "context"
-        return Weights("reference", source, arch, single=tgt if tgt is not None else ctx,
-                       stored_which=which, predictor=pred, extra=extra)
+        return Weights(
+            "reference",
+            source,
+            arch,
+            single=tgt if tgt is not None else ctx,
+            stored_which=which,
+            predictor=pred,
+            extra=extra,
+        )
     return Weights("reference", source, arch, context=ctx, target=tgt, predictor=pred, extra=extra)
 
 
@@ -210,14 +200,17 @@ def _read_hf(src: Any, source: str, num_heads: int | None) -> Weights:
     sd, arch, meta = load_hf(src)
     _check_heads(arch, num_heads, source)
     if "which" not in meta:
-        logger.warning("%s does not record which encoder it holds; note that transformers' I-JEPA conversion "
-                       "script (behind the facebook/ijepa_* hub models) takes ckpt['encoder'], the context encoder, "
-                       "not the target (EMA) one the paper evaluates", source)
-    return Weights("hf", source, arch, single=sd, stored_which=meta.get("which"),
-                   extra={"metadata": meta})
+        logger.warning(
+            "%s does not record which encoder it holds; note that transformers' I-JEPA conversion "
+            "script (behind the facebook/ijepa_* hub models) takes ckpt['encoder'], the context encoder, "
+            "not the target (EMA) one the paper evaluates",
+            source,
+        )
+    return Weights("hf", source, arch, single=sd, stored_which=meta.get("which"), extra={"metadata": meta})
 
 
 def _read_timm(src: Any, source: str, num_heads: int | None) -> Weights:
+    meta: dict[str, str]
     if isinstance(src, Mapping):
         sd, meta = timm_to_encoder_state_dict(src), {}
     else:
@@ -235,12 +228,15 @@ def _read_safetensors(src: Any, source: str, num_heads: int | None) -> Weights:
         raise CheckpointError("a safetensors export is read from its file path")
     sd, arch, meta = load_encoder_safetensors(src)
     _check_heads(arch, num_heads, source)
-    return Weights("safetensors", source, arch, single=sd, stored_which=meta.get("which"),
-                   extra={"metadata": meta})
+    return Weights("safetensors", source, arch, single=sd, stored_which=meta.get("which"), extra={"metadata": meta})
 
 
-def read_weights(src: str | Path | Mapping[str, Any], from_format: str | None = None,
-                 num_heads: int | None = None, predictor_heads: int | None = None) -> Weights:
+def read_weights(
+    src: str | Path | Mapping[str, Any],
+    from_format: str | None = None,
+    num_heads: int | None = None,
+    predictor_heads: int | None = None,
+) -> Weights:
     """Read any supported checkpoint (path, folder or loaded dict); `from_format=None` detects it.
 
     Torch files are read once, memory-mapped, with `weights_only=True` (never arbitrary unpickling).
@@ -249,25 +245,27 @@ def read_weights(src: str | Path | Mapping[str, Any], from_format: str | None = 
         raise ValueError(f"unknown format {from_format!r}; choose one of {', '.join(FORMATS)}")
     source = "checkpoint dict" if isinstance(src, Mapping) else str(src)
     obj: Any = src  # what the readers get: the dict, or the path of a folder / safetensors file
+    detected: str | None
     if isinstance(src, Mapping):
-        detected = _detect_dict(src) if from_format in (None, "auto") else from_format
+        detected = detect_dict(src) if from_format in (None, "auto") else from_format
     else:
         p = Path(src)
         if not p.exists():
             raise FileNotFoundError(f"checkpoint not found: {p}")
-        detected = _detect_path(p)
+        detected = detect_path(p)
         if detected is None:  # a torch file: load it once, then look inside
             if from_format == "openjepa":
                 verify_checkpoint(p)  # checksum sidecar, when there is one
             obj = load_torch_file(p)
-            detected = _detect_dict(obj)
+            detected = detect_dict(obj)
             if detected == "openjepa" and from_format in (None, "auto"):
                 verify_checkpoint(p)
     fmt = detected if from_format in (None, "auto") else from_format
     # our safetensors export is also a valid timm state dict, and a bare HF state dict is read by either
     if fmt != detected and not (fmt == "timm" and detected in ("hf", "safetensors")):
-        raise CheckpointError(f"{source} looks like a {detected} checkpoint, not {fmt}; use --from {detected} "
-                              f"(or --from auto)")
+        raise CheckpointError(
+            f"{source} looks like a {detected} checkpoint, not {fmt}; use --from {detected} (or --from auto)"
+        )
     if fmt == "openjepa":
         if not isinstance(obj, Mapping):  # a run folder
             found = find_resumable(obj)
@@ -288,13 +286,15 @@ def read_weights(src: str | Path | Mapping[str, Any], from_format: str | None = 
 
 # ------------------------------------------------------------------------------------------- writers
 
+
 def _needs_predictor(w: Weights, to_format: str) -> CheckpointError:
     what = "only one encoder" if w.is_single else "no predictor"
     return CheckpointError(
         f"the {w.format} source {w.source} holds {what}, but a {to_format} training checkpoint needs the context "
         f"encoder, the target encoder and the predictor; pass encoder_only=True (--encoder-only) to write an "
         f"evaluation-only file without a predictor (its encoder slots filled from the source), or convert to "
-        f"hf / timm / safetensors instead")
+        f"hf / timm / safetensors instead"
+    )
 
 
 def _openjepa_state(w: Weights, encoder_only: bool) -> dict:
@@ -314,12 +314,23 @@ def _openjepa_state(w: Weights, encoder_only: bool) -> dict:
         raise _needs_predictor(w, "openjepa")
     ctx, tgt = w.encoder_slots()
     arch = encoder_arch(w.arch)
-    logger.warning("writing an encoder-only openjepa checkpoint (no predictor): usable with load_encoder and "
-                   "evaluation, not to resume training")
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "encoder_only": True, "arch": arch,
-            "config": config_for_arch(arch), "encoder": ctx, "target_encoder": tgt,
-            "which": w.stored_which if w.is_single else None, "source_format": w.format,
-            "step": w.extra.get("step", 0), "epoch": w.extra.get("epoch", 0)}
+    logger.warning(
+        "writing an encoder-only openjepa checkpoint (no predictor): usable with load_encoder and "
+        "evaluation, not to resume training"
+    )
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "encoder_only": True,
+        "arch": arch,
+        "config": config_for_arch(arch),
+        "encoder": ctx,
+        "target_encoder": tgt,
+        "which": w.stored_which if w.is_single else None,
+        "source_format": w.format,
+        "step": w.extra.get("step", 0),
+        "epoch": w.extra.get("epoch", 0),
+    }
 
 
 def _bs_lr(w: Weights) -> tuple[Any, Any]:
@@ -335,17 +346,28 @@ def _reference_state(w: Weights, encoder_only: bool) -> dict:
     if not encoder_only:
         raise _needs_predictor(w, "reference")
     ctx, tgt = w.encoder_slots()
-    logger.warning("writing a reference-layout checkpoint without a predictor: ckpt['target_encoder'] serves "
-                   "downstream use; the reference code cannot resume training from it")
+    logger.warning(
+        "writing a reference-layout checkpoint without a predictor: ckpt['target_encoder'] serves "
+        "downstream use; the reference code cannot resume training from it"
+    )
     meta = w.extra.get("reference_meta") or {}
-    out = {"encoder": add_module_prefix(ctx), "target_encoder": add_module_prefix(tgt), "opt": None,
-           "scaler": None, "epoch": w.extra.get("epoch", 0), "loss": meta.get("loss", 0.0),
-           "batch_size": meta.get("batch_size"), "world_size": meta.get("world_size", 1), "lr": meta.get("lr")}
+    out = {
+        "encoder": add_module_prefix(ctx),
+        "target_encoder": add_module_prefix(tgt),
+        "opt": None,
+        "scaler": None,
+        "epoch": w.extra.get("epoch", 0),
+        "loss": meta.get("loss", 0.0),
+        "batch_size": meta.get("batch_size"),
+        "world_size": meta.get("world_size", 1),
+        "lr": meta.get("lr"),
+    }
     return {k: out[k] for k in REFERENCE_KEYS if k in out}
 
 
-def write_weights(w: Weights, dst: str | Path, to_format: str, which: str = "target",
-                  encoder_only: bool = False) -> Path:
+def write_weights(
+    w: Weights, dst: str | Path, to_format: str, which: str = "target", encoder_only: bool = False
+) -> Path:
     """Write `w` as `to_format` at `dst` (a file, or a folder for "hf"); returns the path written."""
     if to_format not in FORMATS:
         raise ValueError(f"unknown format {to_format!r}; choose one of {', '.join(FORMATS)}")
@@ -368,4 +390,3 @@ def write_weights(w: Weights, dst: str | Path, to_format: str, which: str = "tar
     if to_format == "timm":
         return save_timm(sd, arch, dst, metadata=meta)
     return save_encoder_safetensors(sd, arch, dst, which=used, metadata={"source_format": w.format})
-

@@ -35,12 +35,20 @@ from typing import Any
 
 import torch
 
+from ..core.checkpoint import CheckpointError
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..train.checkpoint import CheckpointError
 from ._util import encoder_arch, load_torch_file, logger
 
-__all__ = ["encoder_to_hf_state_dict", "hf_to_encoder_state_dict", "hf_config", "arch_from_hf_config",
-           "hf_preprocessor_config", "save_hf", "load_hf", "is_hf_folder"]
+__all__ = [
+    "encoder_to_hf_state_dict",
+    "hf_to_encoder_state_dict",
+    "hf_config",
+    "arch_from_hf_config",
+    "hf_preprocessor_config",
+    "save_hf",
+    "load_hf",
+    "is_hf_folder",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -76,14 +84,14 @@ def encoder_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str
         if k == "pos_embed":
             out["embeddings.position_embeddings"] = v
         elif k.startswith("patch_embed.proj."):
-            out["embeddings.patch_embeddings.projection." + k[len("patch_embed.proj."):]] = v
+            out["embeddings.patch_embeddings.projection." + k[len("patch_embed.proj.") :]] = v
         elif k.startswith("norm."):
-            out["layernorm." + k[len("norm."):]] = v
+            out["layernorm." + k[len("norm.") :]] = v
         elif m := _BLOCK.match(k):
             i, rest = m.groups()
             prefix = f"encoder.layer.{i}."
             if rest.startswith("attn.qkv."):
-                kind = rest[len("attn.qkv."):]
+                kind = rest[len("attn.qkv.") :]
                 q, kk, vv = v.chunk(3, dim=0)
                 # Separate storage: safetensors refuses tensors that share memory.
                 out[prefix + f"attention.attention.query.{kind}"] = q.clone()
@@ -92,7 +100,7 @@ def encoder_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str
                 continue
             for ours, theirs in _OURS_PER_BLOCK.items():
                 if rest.startswith(ours + "."):
-                    out[prefix + theirs + rest[len(ours):]] = v
+                    out[prefix + theirs + rest[len(ours) :]] = v
                     break
             else:
                 raise CheckpointError(f"cannot map encoder key {k!r} to Hugging Face I-JEPA")
@@ -106,7 +114,7 @@ def _normalise_hf_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
     dropped = []
     for k, v in state_dict.items():
         if k.startswith("ijepa."):  # IJepaForImageClassification
-            k = k[len("ijepa."):]
+            k = k[len("ijepa.") :]
         if k.startswith(("classifier.", "pooler.")) or k == "embeddings.mask_token":
             dropped.append(k)
             continue
@@ -132,16 +140,16 @@ def hf_to_encoder_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str
         elif k.startswith("embeddings.patch_embeddings.projection."):
             out["patch_embed.proj." + k.rsplit(".", 1)[1]] = v
         elif k.startswith("layernorm."):
-            out["norm." + k[len("layernorm."):]] = v
+            out["norm." + k[len("layernorm.") :]] = v
         elif m := _HF_LAYER.match(k):
             i, rest = m.groups()
             if rest.startswith("attention.attention."):
-                part, kind = rest[len("attention.attention."):].split(".", 1)
+                part, kind = rest[len("attention.attention.") :].split(".", 1)
                 qkv.setdefault((i, kind), {})[part] = v
                 continue
             for ours, theirs in _OURS_PER_BLOCK.items():
                 if rest.startswith(theirs + "."):
-                    out[f"blocks.{i}.{ours}{rest[len(theirs):]}"] = v
+                    out[f"blocks.{i}.{ours}{rest[len(theirs) :]}"] = v
                     break
             else:
                 raise CheckpointError(f"unknown Hugging Face I-JEPA key {k!r}")
@@ -219,11 +227,19 @@ def arch_from_hf_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"num_channels={cfg.get('num_channels')}: openjepa encoders take RGB (3)")
     eps = cfg.get("layer_norm_eps", 1e-12)
     if abs(eps - 1e-6) > 1e-12:
-        logger.warning("config.json has layer_norm_eps=%g; openjepa encoders use 1e-6, so features differ "
-                       "slightly from the Hugging Face model", eps)
-    return {"patch_size": int(patch), "img_size": [int(s) for s in img], "embed_dim": hidden,
-            "depth": int(cfg.get("num_hidden_layers", 12)), "num_heads": int(cfg.get("num_attention_heads", 12)),
-            "mlp_ratio": int(cfg.get("intermediate_size", 4 * hidden)) / hidden}
+        logger.warning(
+            "config.json has layer_norm_eps=%g; openjepa encoders use 1e-6, so features differ "
+            "slightly from the Hugging Face model",
+            eps,
+        )
+    return {
+        "patch_size": int(patch),
+        "img_size": [int(s) for s in img],
+        "embed_dim": hidden,
+        "depth": int(cfg.get("num_hidden_layers", 12)),
+        "num_heads": int(cfg.get("num_attention_heads", 12)),
+        "mlp_ratio": int(cfg.get("intermediate_size", 4 * hidden)) / hidden,
+    }
 
 
 def hf_preprocessor_config(arch: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,8 +270,12 @@ def is_hf_folder(path: str | Path) -> bool:
         return False
 
 
-def save_hf(state_dict: Mapping[str, torch.Tensor], arch: Mapping[str, Any], folder: str | Path,
-            metadata: Mapping[str, str] | None = None) -> Path:
+def save_hf(
+    state_dict: Mapping[str, torch.Tensor],
+    arch: Mapping[str, Any],
+    folder: str | Path,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
     """Write an encoder as a Hugging Face I-JEPA folder; returns the folder.
 
     `metadata` (str -> str) goes into model.safetensors' header, where openjepa records the

@@ -22,19 +22,40 @@ from typing import Any
 
 import torch.nn as nn
 
+from ..core.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError
 from ..models.registry import ENCODER_SPECS
-from ..train.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError
 from ._util import add_module_prefix, is_state_dict, load_torch_file, logger, strip_module_prefix
 
 NETWORKS = ("encoder", "predictor", "target_encoder")
-REFERENCE_KEYS = ("encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss",
-                  "batch_size", "world_size", "lr")
+REFERENCE_KEYS = (
+    "encoder",
+    "predictor",
+    "target_encoder",
+    "opt",
+    "scaler",
+    "epoch",
+    "loss",
+    "batch_size",
+    "world_size",
+    "lr",
+)
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _PRED_BLOCK = re.compile(r"^predictor_blocks\.(\d+)\.")
 
-__all__ = ["load_reference_checkpoint", "infer_encoder_arch", "infer_predictor_arch", "infer_arch",
-           "to_reference_checkpoint", "from_reference_checkpoint", "preset_for_arch", "config_for_arch",
-           "strip_module_prefix", "add_module_prefix", "NETWORKS", "REFERENCE_KEYS"]
+__all__ = [
+    "load_reference_checkpoint",
+    "infer_encoder_arch",
+    "infer_predictor_arch",
+    "infer_arch",
+    "to_reference_checkpoint",
+    "from_reference_checkpoint",
+    "preset_for_arch",
+    "config_for_arch",
+    "strip_module_prefix",
+    "add_module_prefix",
+    "NETWORKS",
+    "REFERENCE_KEYS",
+]
 
 
 def load_reference_checkpoint(path_or_dict: str | Path | Mapping[str, Any]) -> dict:
@@ -50,8 +71,10 @@ def load_reference_checkpoint(path_or_dict: str | Path | Mapping[str, Any]) -> d
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{where} is not a reference I-JEPA checkpoint (got {type(ckpt).__name__})")
     if not any(isinstance(ckpt.get(k), Mapping) for k in ("encoder", "target_encoder")):
-        raise CheckpointError(f"{where} is not a reference I-JEPA checkpoint: it has no 'encoder' or "
-                              f"'target_encoder' state dict (keys: {', '.join(map(str, list(ckpt)[:10]))})")
+        raise CheckpointError(
+            f"{where} is not a reference I-JEPA checkpoint: it has no 'encoder' or "
+            f"'target_encoder' state dict (keys: {', '.join(map(str, list(ckpt)[:10]))})"
+        )
     out = dict(ckpt)
     for k in NETWORKS:
         if isinstance(out.get(k), Mapping):
@@ -76,15 +99,19 @@ def _count(pattern: re.Pattern, keys) -> int:
 def preset_for_arch(arch: Mapping[str, Any]) -> str | None:
     """The preset (vit_tiny .. vit_giant) with this width, depth, heads and MLP ratio, if any."""
     for name, spec in ENCODER_SPECS.items():
-        if (spec.embed_dim == arch.get("embed_dim") and spec.depth == arch.get("depth")
-                and spec.num_heads == arch.get("num_heads")
-                and int(spec.embed_dim * spec.mlp_ratio) == int(arch["embed_dim"] * arch["mlp_ratio"])):
+        if (
+            spec.embed_dim == arch.get("embed_dim")
+            and spec.depth == arch.get("depth")
+            and spec.num_heads == arch.get("num_heads")
+            and int(spec.embed_dim * spec.mlp_ratio) == int(arch["embed_dim"] * arch["mlp_ratio"])
+        ):
             return name
     return None
 
 
-def infer_encoder_arch(state_dict: Mapping[str, Any], num_heads: int | None = None,
-                       model_name: str | None = None) -> dict:
+def infer_encoder_arch(
+    state_dict: Mapping[str, Any], num_heads: int | None = None, model_name: str | None = None
+) -> dict:
     """Encoder architecture from its weights: patch size, width, depth, MLP ratio, grid and image size.
 
     The number of heads is not in the weights: it is `num_heads` if given, else that of `model_name`,
@@ -93,13 +120,16 @@ def infer_encoder_arch(state_dict: Mapping[str, Any], num_heads: int | None = No
     num_heads, mlp_ratio.
     """
     if isinstance(state_dict, Mapping) and any(isinstance(state_dict.get(k), Mapping) for k in NETWORKS):
-        raise CheckpointError("got a whole checkpoint, not an encoder state dict: pass "
-                              "ckpt['target_encoder'] (the EMA encoder the paper evaluates) or ckpt['encoder']")
+        raise CheckpointError(
+            "got a whole checkpoint, not an encoder state dict: pass "
+            "ckpt['target_encoder'] (the EMA encoder the paper evaluates) or ckpt['encoder']"
+        )
     sd = strip_module_prefix(state_dict)
     for key in ("patch_embed.proj.weight", "pos_embed"):
         if key not in sd:
-            raise CheckpointError(f"not an I-JEPA encoder state dict: no {key!r} "
-                                  f"(first keys: {', '.join(list(sd)[:5])})")
+            raise CheckpointError(
+                f"not an I-JEPA encoder state dict: no {key!r} (first keys: {', '.join(list(sd)[:5])})"
+            )
     w = sd["patch_embed.proj.weight"]
     if w.ndim != 4 or w.shape[2] != w.shape[3]:
         raise CheckpointError(f"patch_embed.proj.weight has shape {tuple(w.shape)}; expected (D, C, p, p)")
@@ -131,16 +161,24 @@ def infer_encoder_arch(state_dict: Mapping[str, Any], num_heads: int | None = No
             raise CheckpointError(
                 f"cannot tell the number of attention heads of a width-{embed_dim} encoder: heads are not "
                 f"stored in the weights and no preset has width {embed_dim}; pass num_heads "
-                f"(--num-heads)")
+                f"(--num-heads)"
+            )
     num_heads = int(num_heads)
     if embed_dim % num_heads:
         raise CheckpointError(f"width {embed_dim} is not divisible by num_heads={num_heads}")
-    return {"patch_size": patch, "img_size": [grid * patch, grid * patch], "embed_dim": embed_dim,
-            "depth": depth, "num_heads": num_heads, "mlp_ratio": mlp_ratio}
+    return {
+        "patch_size": patch,
+        "img_size": [grid * patch, grid * patch],
+        "embed_dim": embed_dim,
+        "depth": depth,
+        "num_heads": num_heads,
+        "mlp_ratio": mlp_ratio,
+    }
 
 
-def infer_predictor_arch(state_dict: Mapping[str, Any], enc_arch: Mapping[str, Any],
-                         predictor_heads: int | None = None) -> dict:
+def infer_predictor_arch(
+    state_dict: Mapping[str, Any], enc_arch: Mapping[str, Any], predictor_heads: int | None = None
+) -> dict:
     """Predictor width and depth from its weights; heads default to the encoder's (as the reference)."""
     sd = strip_module_prefix(state_dict)
     if "predictor_embed.weight" not in sd:
@@ -151,15 +189,20 @@ def infer_predictor_arch(state_dict: Mapping[str, Any], enc_arch: Mapping[str, A
     if emb % heads:
         raise CheckpointError(f"predictor width {emb} is not divisible by {heads} heads; pass predictor_heads")
     out_dim = int(sd["predictor_proj.weight"].shape[0]) if "predictor_proj.weight" in sd else enc_arch["embed_dim"]
-    return {"pred_depth": depth, "pred_emb_dim": emb, "predictor_heads": heads,
-            "target_type": "representation" if out_dim == enc_arch["embed_dim"] else "pixels",
-            "target_from": "output", "loss": "smooth_l1"}
+    return {
+        "pred_depth": depth,
+        "pred_emb_dim": emb,
+        "predictor_heads": heads,
+        "target_type": "representation" if out_dim == enc_arch["embed_dim"] else "pixels",
+        "target_from": "output",
+        "loss": "smooth_l1",
+    }
 
 
-def infer_arch(ckpt: Mapping[str, Any], num_heads: int | None = None,
-               predictor_heads: int | None = None) -> dict:
+def infer_arch(ckpt: Mapping[str, Any], num_heads: int | None = None, predictor_heads: int | None = None) -> dict:
     """Full IJEPA.arch() of a (module-stripped) reference checkpoint."""
-    enc = ckpt.get("target_encoder") if isinstance(ckpt.get("target_encoder"), Mapping) else ckpt["encoder"]
+    target = ckpt.get("target_encoder")
+    enc = target if isinstance(target, Mapping) else ckpt["encoder"]
     arch = infer_encoder_arch(enc, num_heads=num_heads)
     if isinstance(ckpt.get("predictor"), Mapping):
         arch.update(infer_predictor_arch(ckpt["predictor"], arch, predictor_heads))
@@ -168,7 +211,7 @@ def infer_arch(ckpt: Mapping[str, Any], num_heads: int | None = None,
 
 def _state_dicts(obj: Any) -> dict[str, dict]:
     if isinstance(obj, nn.Module):
-        nets = {k: getattr(obj, k, None) for k in NETWORKS}
+        nets: dict[str, Any] = {k: getattr(obj, k, None) for k in NETWORKS}
         missing = [k for k, v in nets.items() if v is None]
         if missing:
             raise CheckpointError(f"model lacks {', '.join(missing)}; pass an IJEPA")
@@ -179,7 +222,8 @@ def _state_dicts(obj: Any) -> dict[str, dict]:
         if missing:
             raise CheckpointError(
                 f"the source has no {', '.join(missing)}: the reference format stores encoder, predictor "
-                f"and target_encoder (an encoder-only source cannot make a resumable reference checkpoint)")
+                f"and target_encoder (an encoder-only source cannot make a resumable reference checkpoint)"
+            )
         return out
     raise TypeError(f"expected an IJEPA or a checkpoint dict, got {type(obj).__name__}")
 
@@ -191,9 +235,16 @@ def _config_get(state: Mapping[str, Any], section: str, key: str) -> Any:
     return None
 
 
-def to_reference_checkpoint(ijepa_or_state: Any, epoch: int | None = None, loss: float | None = None,
-                            batch_size: int | None = None, world_size: int | None = None, lr: float | None = None,
-                            opt: Mapping | None = None, scaler: Mapping | None = None) -> dict:
+def to_reference_checkpoint(
+    ijepa_or_state: Any,
+    epoch: int | None = None,
+    loss: float | None = None,
+    batch_size: int | None = None,
+    world_size: int | None = None,
+    lr: float | None = None,
+    opt: Mapping | None = None,
+    scaler: Mapping | None = None,
+) -> dict:
     """A dict laid out exactly as the reference saves it (`torch.save` it to a `.pth.tar`).
 
     `ijepa_or_state`: an IJEPA, one of our run checkpoints, or any dict with encoder / predictor /
@@ -203,7 +254,8 @@ def to_reference_checkpoint(ijepa_or_state: Any, epoch: int | None = None, loss:
     """
     nets = _state_dicts(ijepa_or_state)
     state: Mapping[str, Any] = ijepa_or_state if isinstance(ijepa_or_state, Mapping) else {}
-    ref_meta = state.get("reference_meta") if isinstance(state.get("reference_meta"), Mapping) else {}
+    stored_meta = state.get("reference_meta")
+    ref_meta = stored_meta if isinstance(stored_meta, Mapping) else {}
     if epoch is None:
         epoch = state.get("epoch", ref_meta.get("epoch", 0))
     if loss is None:
@@ -232,8 +284,7 @@ def to_reference_checkpoint(ijepa_or_state: Any, epoch: int | None = None, loss:
     }
 
 
-def config_for_arch(arch: Mapping[str, Any], batch_size: int | None = None,
-                    lr: float | None = None) -> dict:
+def config_for_arch(arch: Mapping[str, Any], batch_size: int | None = None, lr: float | None = None) -> dict:
     """A partial openjepa config (only keys known from the weights) for a converted checkpoint."""
     meta: dict[str, Any] = {}
     name = preset_for_arch(arch)
@@ -243,8 +294,11 @@ def config_for_arch(arch: Mapping[str, Any], batch_size: int | None = None,
         meta.update(pred_depth=arch["pred_depth"], pred_emb_dim=arch["pred_emb_dim"])
         if arch["predictor_heads"] != arch["num_heads"]:
             meta["predictor_heads"] = arch["predictor_heads"]
-    cfg: dict[str, Any] = {"meta": meta, "data": {"crop_size": int(arch["img_size"][0])},
-                           "mask": {"patch_size": arch["patch_size"]}}
+    cfg: dict[str, Any] = {
+        "meta": meta,
+        "data": {"crop_size": int(arch["img_size"][0])},
+        "mask": {"patch_size": arch["patch_size"]},
+    }
     if batch_size is not None:
         cfg["data"]["batch_size"] = int(batch_size)
     if lr is not None:
@@ -254,8 +308,9 @@ def config_for_arch(arch: Mapping[str, Any], batch_size: int | None = None,
     return cfg
 
 
-def from_reference_checkpoint(path_or_dict: str | Path | Mapping[str, Any], num_heads: int | None = None,
-                              predictor_heads: int | None = None) -> dict:
+def from_reference_checkpoint(
+    path_or_dict: str | Path | Mapping[str, Any], num_heads: int | None = None, predictor_heads: int | None = None
+) -> dict:
     """One of our run checkpoints (dict) from a reference checkpoint; tensors are shared, not copied.
 
     All three networks, the optimizer state (`opt` -> `optimizer`) and the scaler are kept; epoch,
@@ -265,9 +320,11 @@ def from_reference_checkpoint(path_or_dict: str | Path | Mapping[str, Any], num_
     ref = load_reference_checkpoint(path_or_dict)
     missing = [k for k in NETWORKS if not is_state_dict(ref.get(k))]
     if missing:
-        raise CheckpointError(f"reference checkpoint lacks {', '.join(missing)}; an openjepa run checkpoint "
-                              f"needs all three networks (use encoder_only=True / --encoder-only for "
-                              f"an evaluation-only file)")
+        raise CheckpointError(
+            f"reference checkpoint lacks {', '.join(missing)}; an openjepa run checkpoint "
+            f"needs all three networks (use encoder_only=True / --encoder-only for "
+            f"an evaluation-only file)"
+        )
     arch = infer_arch(ref, num_heads=num_heads, predictor_heads=predictor_heads)
     ref_meta = {k: ref.get(k) for k in ("epoch", "loss", "batch_size", "world_size", "lr") if k in ref}
     return {
@@ -285,4 +342,3 @@ def from_reference_checkpoint(path_or_dict: str | Path | Mapping[str, Any], num_
         "source_format": "reference",
         "reference_meta": ref_meta,
     }
-

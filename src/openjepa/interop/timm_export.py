@@ -20,12 +20,19 @@ from typing import Any
 
 import torch
 
-from ..train.checkpoint import CheckpointError, atomic_save
+from ..core.checkpoint import CheckpointError, atomic_save
 from ._util import encoder_arch, load_torch_file, logger, strip_module_prefix
 from .reference import preset_for_arch
 
-__all__ = ["TIMM_BASE_MODELS", "timm_create_args", "create_timm_model", "encoder_to_timm_state_dict",
-           "timm_to_encoder_state_dict", "save_timm", "load_timm"]
+__all__ = [
+    "TIMM_BASE_MODELS",
+    "timm_create_args",
+    "create_timm_model",
+    "encoder_to_timm_state_dict",
+    "timm_to_encoder_state_dict",
+    "save_timm",
+    "load_timm",
+]
 
 # timm architecture used as the starting point for each I-JEPA size (widths/depths/heads match;
 # the `*_gap_*` ones already have class_token=False, global_pool="avg", fc_norm=False).
@@ -61,8 +68,7 @@ def timm_create_args(arch: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         "patch_size": a["patch_size"],
     }
     if preset is None:
-        kwargs.update(embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"],
-                      mlp_ratio=a["mlp_ratio"])
+        kwargs.update(embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"], mlp_ratio=a["mlp_ratio"])
     return name, kwargs
 
 
@@ -88,12 +94,16 @@ def timm_to_encoder_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[s
             sd = dict(strip_module_prefix(sd[wrapper]))
     bad = [k for k in _TIMM_EXTRA if k in sd]
     if "cls_token" in bad or "reg_token" in bad:
-        raise CheckpointError("this timm model has a class/register token; an I-JEPA encoder has only patch "
-                              "tokens (create it with class_token=False)")
+        raise CheckpointError(
+            "this timm model has a class/register token; an I-JEPA encoder has only patch "
+            "tokens (create it with class_token=False)"
+        )
     if bad:
-        raise CheckpointError(f"this timm model has {', '.join(bad)}: its final norm is applied after pooling "
-                              f"(fc_norm) or before the blocks (pre_norm), which an I-JEPA encoder does not do; "
-                              f"export it with fc_norm=False, pre_norm=False")
+        raise CheckpointError(
+            f"this timm model has {', '.join(bad)}: its final norm is applied after pooling "
+            f"(fc_norm) or before the blocks (pre_norm), which an I-JEPA encoder does not do; "
+            f"export it with fc_norm=False, pre_norm=False"
+        )
     head = [k for k in sd if k.startswith("head.")]
     if head:
         logger.warning("dropping the classifier head (%s) of the timm model", ", ".join(head))
@@ -102,8 +112,12 @@ def timm_to_encoder_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[s
     return sd
 
 
-def save_timm(state_dict: Mapping[str, torch.Tensor], arch: Mapping[str, Any], path: str | Path,
-              metadata: Mapping[str, str] | None = None) -> Path:
+def save_timm(
+    state_dict: Mapping[str, torch.Tensor],
+    arch: Mapping[str, Any],
+    path: str | Path,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
     """Write a timm state dict: `.safetensors` (arch and create_model call in its header) or torch.save."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,8 +126,12 @@ def save_timm(state_dict: Mapping[str, torch.Tensor], arch: Mapping[str, Any], p
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        meta = {"format": "pt", "timm_model": name, "timm_kwargs": json.dumps(kwargs),
-                **{str(k): str(v) for k, v in (metadata or {}).items()}}
+        meta = {
+            "format": "pt",
+            "timm_model": name,
+            "timm_kwargs": json.dumps(kwargs),
+            **{str(k): str(v) for k, v in (metadata or {}).items()},
+        }
         save_file(sd, str(path), metadata=meta)
     else:
         atomic_save(sd, path)

@@ -1,7 +1,7 @@
 """SLURM: write an `sbatch` script for a run and submit it; requeue on pre-emption resumes.
 
 The script starts one task per GPU with `srun` (each task reads its rank from SLURM_PROCID, see
-`openjepa.distributed.process_layout`), always passes `--resume` (a fresh run starts at step 0, a
+`openjepa.core.distributed.process_layout`), always passes `--resume` (a fresh run starts at step 0, a
 requeued one continues from its newest good checkpoint), and asks SLURM for SIGUSR1 a few minutes
 before the time limit (`--signal=USR1@SECONDS`). On SIGUSR1 or SIGTERM the training loop finishes
 its step, rank 0 writes a checkpoint, every rank exits with status 75 (EXIT_REQUEUE), and the
@@ -46,8 +46,10 @@ class SlurmOptions:
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 1 or self.cpus_per_gpu < 1:
-            raise ValueError(f"nodes, gpus_per_node and cpus_per_gpu must be >= 1, got {self.nodes}, "
-                             f"{self.gpus_per_node}, {self.cpus_per_gpu}")
+            raise ValueError(
+                f"nodes, gpus_per_node and cpus_per_gpu must be >= 1, got {self.nodes}, "
+                f"{self.gpus_per_node}, {self.cpus_per_gpu}"
+            )
         if self.signal_seconds < 0:
             raise ValueError(f"signal_seconds must be >= 0, got {self.signal_seconds}")
 
@@ -74,13 +76,26 @@ def render_sbatch(opts: SlurmOptions, config_path: str | Path, folder: str | Pat
         "--requeue",
         f"--signal=USR1@{opts.signal_seconds}",
     ]
-    for key, value in (("partition", opts.partition), ("account", opts.account), ("qos", opts.qos),
-                       ("mem", opts.mem), ("constraint", opts.constraint)):
+    for key, value in (
+        ("partition", opts.partition),
+        ("account", opts.account),
+        ("qos", opts.qos),
+        ("mem", opts.mem),
+        ("constraint", opts.constraint),
+    ):
         if value:
             header.append(f"--{key}={value}")
     header += list(opts.extra)
-    cmd = [opts.python, "-m", "openjepa.cli.main", "pretrain", "--config", str(config_path),
-           "--resume", "--no-progress"]
+    cmd = [
+        opts.python,
+        "-m",
+        "openjepa.cli.main",
+        "pretrain",
+        "--config",
+        str(config_path),
+        "--resume",
+        "--no-progress",
+    ]
     lines = [
         "#!/bin/bash",
         "# Written by `openjepa pretrain --slurm`. Submit (again) with: sbatch THIS_FILE",
@@ -93,13 +108,13 @@ def render_sbatch(opts: SlurmOptions, config_path: str | Path, folder: str | Pat
         'export MASTER_PORT="$((15000 + SLURM_JOB_ID % 20000))"',
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         *opts.setup,
-        f'echo "openjepa: job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $SLURM_JOB_NODELIST, '
-        f'master $MASTER_ADDR:$MASTER_PORT"',
+        'echo "openjepa: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST, '
+        'master $MASTER_ADDR:$MASTER_PORT"',
         "",
         "# --resume: a fresh run starts at step 0, a requeued one continues from its newest good checkpoint",
         "srun " + " ".join(shlex.quote(c) for c in cmd),
         "rc=$?",
-        f"if [ \"$rc\" -eq {EXIT_REQUEUE} ]; then",
+        f'if [ "$rc" -eq {EXIT_REQUEUE} ]; then',
         '    echo "openjepa: stopped by a signal after writing a checkpoint; requeueing job $SLURM_JOB_ID"',
         '    scontrol requeue "$SLURM_JOB_ID"',
         "    exit 0",
@@ -127,8 +142,10 @@ def submit(script: str | Path, sbatch: str = "sbatch") -> str:
     """Submit with `sbatch --parsable`; returns the job id. Needs SLURM (raises on a plain machine)."""
     exe = shutil.which(sbatch)
     if exe is None:
-        raise FileNotFoundError(f"`{sbatch}` not found: this machine is not a SLURM login node. The script is "
-                                f"written: copy it to the cluster and run `sbatch {script}`")
+        raise FileNotFoundError(
+            f"`{sbatch}` not found: this machine is not a SLURM login node. The script is "
+            f"written: copy it to the cluster and run `sbatch {script}`"
+        )
     out = subprocess.run([exe, "--parsable", str(script)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise OSError(f"sbatch failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
+from ..core.seeding import derive_seed
+
 logger = logging.getLogger("openjepa.masks")
 
 
@@ -37,12 +39,6 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (base seed, epoch, batch index, ...)."""
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint32)
-               .astype(np.uint64).dot(np.array([1, 1 << 32], dtype=np.uint64)) & ((1 << 63) - 1))
-
-
 @dataclass(frozen=True)
 class BlockSampler:
     """Block geometry on an H x W patch grid, with the reference's quirks as switches."""
@@ -53,8 +49,9 @@ class BlockSampler:
     include_last_row_col: bool = False
     allow_full_size_blocks: bool = False
 
-    def size_from_draws(self, r_scale: float, r_aspect: float, scale: Sequence[float],
-                        aspect: Sequence[float]) -> tuple[int, int]:
+    def size_from_draws(
+        self, r_scale: float, r_aspect: float, scale: Sequence[float], aspect: Sequence[float]
+    ) -> tuple[int, int]:
         """Block (h, w) from uniform draws, exactly as the reference computes it."""
         s = scale[0] + r_scale * (scale[1] - scale[0])
         max_keep = int(self.height * self.width * s)
@@ -65,8 +62,7 @@ class BlockSampler:
         wmax = self.width if self.allow_full_size_blocks else self.width - 1
         return min(h, hmax), min(w, wmax)
 
-    def sample_size(self, g: torch.Generator, scale: Sequence[float], aspect: Sequence[float]
-                    ) -> tuple[int, int]:
+    def sample_size(self, g: torch.Generator, scale: Sequence[float], aspect: Sequence[float]) -> tuple[int, int]:
         """One block size for the whole batch."""
         r = torch.rand(1, generator=g).item()
         ra = torch.rand(1, generator=g).item() if self.independent_scale_aspect else r
@@ -125,10 +121,13 @@ class MultiBlockMaskCollator:
     ) -> None:
         ih, iw = _pair(input_size)
         if ih % patch_size or iw % patch_size:
-            raise MaskSettingsError(f"input size {ih}x{iw} is not divisible by patch size {patch_size}; "
-                                    f"use a crop size that is a multiple of {patch_size}")
-        self.blocks = BlockSampler(ih // patch_size, iw // patch_size, independent_scale_aspect,
-                                   include_last_row_col, allow_full_size_blocks)
+            raise MaskSettingsError(
+                f"input size {ih}x{iw} is not divisible by patch size {patch_size}; "
+                f"use a crop size that is a multiple of {patch_size}"
+            )
+        self.blocks = BlockSampler(
+            ih // patch_size, iw // patch_size, independent_scale_aspect, include_last_row_col, allow_full_size_blocks
+        )
         self.height, self.width = self.blocks.height, self.blocks.width
         self.patch_size = patch_size
         self.enc_mask_scale = tuple(enc_mask_scale)
@@ -152,15 +151,16 @@ class MultiBlockMaskCollator:
     def _check_settings(self) -> None:
         def check_range(name: str, r: tuple, lo: float, hi: float) -> None:
             if len(r) != 2 or not (lo < r[0] <= r[1] <= hi):
-                raise MaskSettingsError(f"mask.{name}={list(r)} must be two numbers with "
-                                        f"{lo} < min <= max <= {hi}")
+                raise MaskSettingsError(f"mask.{name}={list(r)} must be two numbers with {lo} < min <= max <= {hi}")
 
         check_range("enc_mask_scale", self.enc_mask_scale, 0.0, 1.0)
         check_range("pred_mask_scale", self.pred_mask_scale, 0.0, 1.0)
         check_range("aspect_ratio", self.aspect_ratio, 0.0, math.inf)
         if self.nenc < 1 or self.npred < 1:
-            raise MaskSettingsError(f"need at least one context and one target block, got "
-                                    f"num_enc_masks={self.nenc}, num_pred_masks={self.npred}")
+            raise MaskSettingsError(
+                f"need at least one context and one target block, got "
+                f"num_enc_masks={self.nenc}, num_pred_masks={self.npred}"
+            )
         if self.min_keep < 0:
             raise MaskSettingsError(f"mask.min_keep must be >= 0, got {self.min_keep}")
         b = self.blocks
@@ -172,13 +172,15 @@ class MultiBlockMaskCollator:
                 raise MaskSettingsError(
                     f"{kind} blocks can be {small[0]}x{small[1]} patches on the {b.height}x{b.width} "
                     f"grid; raise mask.{'pred' if kind == 'target' else 'enc'}_mask_scale or use a "
-                    f"smaller patch size")
+                    f"smaller patch size"
+                )
         tiny = [s for s in pred_sizes if s[0] * s[1] <= self.min_keep]
         if tiny:
             h, w = tiny[0]
             raise MaskSettingsError(
                 f"target blocks of {h}x{w}={h * w} patches can never hold more than "
-                f"mask.min_keep={self.min_keep} patches; lower mask.min_keep or raise mask.pred_mask_scale")
+                f"mask.min_keep={self.min_keep} patches; lower mask.min_keep or raise mask.pred_mask_scale"
+            )
         if self.allow_overlap:
             return
         # Best case for the context: every target piled on one spot, as far outside it as possible.
@@ -190,12 +192,14 @@ class MultiBlockMaskCollator:
                         f"a {eh}x{ew} context block minus one {ph}x{pw} target keeps at most {keep} "
                         f"patches, not more than mask.min_keep={self.min_keep}: these settings cannot "
                         f"be met; lower mask.min_keep or mask.pred_mask_scale, raise "
-                        f"mask.enc_mask_scale, or set mask.allow_overlap=true")
+                        f"mask.enc_mask_scale, or set mask.allow_overlap=true"
+                    )
 
     def _min_overlap(self, eh: int, ew: int, ph: int, pw: int) -> int:
         def axis(n_ctx: int, n_tgt: int, bound_ctx: int, bound_tgt: int) -> int:
-            return min(max(0, min(c + n_ctx, t + n_tgt) - max(c, t))
-                       for c in range(bound_ctx) for t in range(bound_tgt))
+            return min(
+                max(0, min(c + n_ctx, t + n_tgt) - max(c, t)) for c in range(bound_ctx) for t in range(bound_tgt)
+            )
 
         (ctop, cleft), (ttop, tleft) = self.blocks.position_range(eh, ew), self.blocks.position_range(ph, pw)
         return axis(eh, ph, ctop, ttop) * axis(ew, pw, cleft, tleft)
@@ -229,8 +233,7 @@ class MultiBlockMaskCollator:
         masks_enc, masks_pred = self.sample(len(batch), self._next_generator())
         return collated, masks_enc, masks_pred
 
-    def sample(self, batch_size: int, generator: torch.Generator
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Masks for a batch: nenc context masks (B, Kc) and npred target masks (B, Kp), flat indices."""
         g, b = generator, self.blocks
         p_size = b.sample_size(g, self.pred_mask_scale, self.aspect_ratio)
@@ -256,15 +259,15 @@ class MultiBlockMaskCollator:
             raise MaskSamplingError(
                 f"no context block with more than min_keep={self.min_keep} patches outside the "
                 f"targets after {self.max_tries} redraws; lower mask.min_keep, mask.pred_mask_scale "
-                f"or mask.num_pred_masks, or set mask.allow_overlap=true")
+                f"or mask.num_pred_masks, or set mask.allow_overlap=true"
+            )
         masks_pred = [pred_idx[:, j] for j in range(self.npred)]  # equal sizes: nothing to truncate
         ctx = ctx.flatten(2)
         keep = int(ctx.sum(-1).min())
         masks_enc = [self._truncate(ctx[:, k], keep, g) for k in range(self.nenc)]
         return masks_enc, masks_pred
 
-    def _sample_targets(self, n: int, size: tuple[int, int], g: torch.Generator
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sample_targets(self, n: int, size: tuple[int, int], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = size
         top_hi, left_hi = self.blocks.position_range(h, w)
         top = torch.randint(0, top_hi, (n, self.npred), generator=g)
@@ -273,8 +276,9 @@ class MultiBlockMaskCollator:
         idx = (top * self.width + left)[..., None] + offsets  # (n, npred, h*w), ascending raster order
         return idx, self.blocks.rect_masks(top, left, h, w)
 
-    def _sample_context(self, allowed: torch.Tensor, size: tuple[int, int], g: torch.Generator
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sample_context(
+        self, allowed: torch.Tensor, size: tuple[int, int], g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """First valid position of an i.i.d. sequence per image (the law of the reference's retry loop).
 
         One candidate for everyone first, then `candidates_per_try` more only for the images that failed.
@@ -294,8 +298,9 @@ class MultiBlockMaskCollator:
                 break
         return found, out
 
-    def _context_candidates(self, allowed: torch.Tensor, size: tuple[int, int], t: int,
-                            g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _context_candidates(
+        self, allowed: torch.Tensor, size: tuple[int, int], t: int, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = size
         top_hi, left_hi = self.blocks.position_range(h, w)
         top = torch.randint(0, top_hi, (len(allowed), t), generator=g)

@@ -15,8 +15,14 @@ class RandomMaskCollator(MultiBlockMaskCollator):
     Shares the multi-block collator's collation and per-(seed, epoch, batch) seeding; only `sample` differs.
     """
 
-    def __init__(self, input_size: int | Sequence[int] = (224, 224), patch_size: int = 16,
-                 ratio: Sequence[float] = (0.4, 0.6), *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        input_size: int | Sequence[int] = (224, 224),
+        patch_size: int = 16,
+        ratio: Sequence[float] = (0.4, 0.6),
+        *,
+        seed: int = 0,
+    ) -> None:
         ih, iw = _pair(input_size)
         self.height, self.width = ih // patch_size, iw // patch_size
         self.patch_size = patch_size
@@ -24,8 +30,7 @@ class RandomMaskCollator(MultiBlockMaskCollator):
         self.nenc = self.npred = 1
         self.seed, self.epoch, self.start_batch, self._calls = seed, 0, 0, 0
 
-    def sample(self, batch_size: int, generator: torch.Generator
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """One context and one target mask per image, both in ascending raster order."""
         n = self.height * self.width
         r = self.ratio[0] + torch.rand(1, generator=generator).item() * (self.ratio[1] - self.ratio[0])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..masks.ops import apply_masks, repeat_interleave_batch
 from .registry import create_encoder, create_predictor
-from .vision_transformer import VisionTransformer, VisionTransformerPredictor
+from .vision_transformer import VisionTransformer, VisionTransformerPredictor, block_parts, mlp_width
 
 TARGET_TYPES = ("representation", "pixels")
 TARGET_FROM = ("output", "input")
@@ -34,7 +34,7 @@ def ijepa_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "sm
     raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
 
 
-def set_fast_paths(model: "IJEPA", enabled: bool) -> "IJEPA":
+def set_fast_paths(model: IJEPA, enabled: bool) -> IJEPA:
     """Every exact fast path on (the default) or the plain eager arrangement (for baselines).
 
     Off means: explicit softmax(QK^T)V attention instead of SDPA, one predictor call per target
@@ -55,9 +55,15 @@ def set_fast_paths(model: "IJEPA", enabled: bool) -> "IJEPA":
 class IJEPA(nn.Module):
     """Context encoder + predictor (trained) and target encoder (EMA of the context encoder, frozen)."""
 
-    def __init__(self, encoder: VisionTransformer, predictor: VisionTransformerPredictor,
-                 target_encoder: VisionTransformer | None = None, target_type: str = "representation",
-                 target_from: str = "output", loss: str = "smooth_l1") -> None:
+    def __init__(
+        self,
+        encoder: VisionTransformer,
+        predictor: VisionTransformerPredictor,
+        target_encoder: VisionTransformer | None = None,
+        target_type: str = "representation",
+        target_from: str = "output",
+        loss: str = "smooth_l1",
+    ) -> None:
         super().__init__()
         if target_type not in TARGET_TYPES:
             raise ValueError(f"target_type must be one of {TARGET_TYPES}, got {target_type!r}")
@@ -79,47 +85,90 @@ class IJEPA(nn.Module):
         self.predictor_per_block = False
 
     @classmethod
-    def build(cls, model_name: str, patch_size: int, img_size: int, pred_depth: int = 12,
-              pred_emb_dim: int = 384, predictor_heads: int | None = None, init: str = "reference",
-              drop_path_rate: float = 0.0, target_type: str = "representation",
-              target_from: str = "output", loss: str = "smooth_l1", **encoder_kwargs) -> "IJEPA":
+    def build(
+        cls,
+        model_name: str,
+        patch_size: int,
+        img_size: int,
+        pred_depth: int = 12,
+        pred_emb_dim: int = 384,
+        predictor_heads: int | None = None,
+        init: str = "reference",
+        drop_path_rate: float = 0.0,
+        target_type: str = "representation",
+        target_from: str = "output",
+        loss: str = "smooth_l1",
+        **encoder_kwargs,
+    ) -> IJEPA:
         """Build the three networks from a preset name, as the reference's `init_model` does."""
-        encoder = create_encoder(model_name, patch_size=patch_size, img_size=img_size, init=init,
-                                 drop_path_rate=drop_path_rate, **encoder_kwargs)
+        encoder = create_encoder(
+            model_name,
+            patch_size=patch_size,
+            img_size=img_size,
+            init=init,
+            drop_path_rate=drop_path_rate,
+            **encoder_kwargs,
+        )
         out_dim = patch_size * patch_size * 3 if target_type == "pixels" else None
-        predictor = create_predictor(encoder, predictor_embed_dim=pred_emb_dim, depth=pred_depth,
-                                     num_heads=predictor_heads, init=init, out_dim=out_dim)
+        predictor = create_predictor(
+            encoder,
+            predictor_embed_dim=pred_emb_dim,
+            depth=pred_depth,
+            num_heads=predictor_heads,
+            init=init,
+            out_dim=out_dim,
+        )
         return cls(encoder, predictor, target_type=target_type, target_from=target_from, loss=loss)
 
     def arch(self) -> dict:
         """Plain-dict description of the architecture, stored in checkpoints to rebuild it exactly."""
         enc, pred = self.encoder, self.predictor
-        blk = enc.blocks[0]
         return {
-            "patch_size": enc.patch_size, "img_size": list(enc.img_size), "embed_dim": enc.embed_dim,
-            "depth": enc.depth, "num_heads": enc.num_heads,
-            "mlp_ratio": blk.mlp.fc1.out_features / enc.embed_dim,
-            "pred_depth": len(pred.predictor_blocks), "pred_emb_dim": pred.predictor_embed_dim,
-            "predictor_heads": pred.predictor_blocks[0].attn.num_heads,
-            "target_type": self.target_type, "target_from": self.target_from, "loss": self.loss_type,
+            "patch_size": enc.patch_size,
+            "img_size": list(enc.img_size),
+            "embed_dim": enc.embed_dim,
+            "depth": enc.depth,
+            "num_heads": enc.num_heads,
+            "mlp_ratio": mlp_width(enc.blocks[0]) / enc.embed_dim,
+            "pred_depth": len(pred.predictor_blocks),
+            "pred_emb_dim": pred.predictor_embed_dim,
+            "predictor_heads": block_parts(pred.predictor_blocks[0])[0].num_heads,
+            "target_type": self.target_type,
+            "target_from": self.target_from,
+            "loss": self.loss_type,
         }
 
     @classmethod
-    def from_arch(cls, arch: dict) -> "IJEPA":
+    def from_arch(cls, arch: dict) -> IJEPA:
         """Rebuild the networks (random weights) from `arch()`'s description."""
-        encoder = VisionTransformer(img_size=arch["img_size"], patch_size=arch["patch_size"],
-                                    embed_dim=arch["embed_dim"], depth=arch["depth"],
-                                    num_heads=arch["num_heads"], mlp_ratio=arch["mlp_ratio"])
+        encoder = VisionTransformer(
+            img_size=arch["img_size"],
+            patch_size=arch["patch_size"],
+            embed_dim=arch["embed_dim"],
+            depth=arch["depth"],
+            num_heads=arch["num_heads"],
+            mlp_ratio=arch["mlp_ratio"],
+        )
         out_dim = arch["patch_size"] ** 2 * 3 if arch.get("target_type") == "pixels" else None
-        predictor = create_predictor(encoder, predictor_embed_dim=arch["pred_emb_dim"],
-                                     depth=arch["pred_depth"], num_heads=arch["predictor_heads"],
-                                     out_dim=out_dim)
-        return cls(encoder, predictor, target_type=arch.get("target_type", "representation"),
-                   target_from=arch.get("target_from", "output"), loss=arch.get("loss", "smooth_l1"))
+        predictor = create_predictor(
+            encoder,
+            predictor_embed_dim=arch["pred_emb_dim"],
+            depth=arch["pred_depth"],
+            num_heads=arch["predictor_heads"],
+            out_dim=out_dim,
+        )
+        return cls(
+            encoder,
+            predictor,
+            target_type=arch.get("target_type", "representation"),
+            target_from=arch.get("target_from", "output"),
+            loss=arch.get("loss", "smooth_l1"),
+        )
 
     @torch.no_grad()
-    def targets(self, imgs: torch.Tensor, masks_enc: list[torch.Tensor],
-                masks_pred: list[torch.Tensor]) -> torch.Tensor:
+    def targets(
+        self, imgs: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
+    ) -> torch.Tensor:
         """Targets (npred * nenc * B, Kp, D): layer-normed target-encoder features at the target blocks."""
         batch = len(imgs)
         if self.target_type == "pixels":
@@ -137,8 +186,9 @@ class IJEPA(nn.Module):
             h = apply_masks(h, masks_pred)  # (npred * B, Kp, D)
         return repeat_interleave_batch(h, batch, repeat=len(masks_enc))
 
-    def predict(self, imgs: torch.Tensor, masks_enc: list[torch.Tensor],
-                masks_pred: list[torch.Tensor]) -> torch.Tensor:
+    def predict(
+        self, imgs: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
+    ) -> torch.Tensor:
         """Predictions (npred * nenc * B, Kp, D) from the context blocks."""
         z = self.encoder(imgs, masks_enc)  # (nenc * B, Kc, D)
         if self.predictor_per_block:
@@ -146,8 +196,9 @@ class IJEPA(nn.Module):
             return torch.cat([self.predictor(z, masks_enc, [m]) for m in masks_pred], dim=0)
         return self.predictor(z, masks_enc, masks_pred)
 
-    def forward(self, imgs: torch.Tensor, masks_enc: list[torch.Tensor],
-                masks_pred: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, imgs: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
+    ) -> torch.Tensor:
         """The I-JEPA loss for one batch."""
         targets = self.targets(imgs, masks_enc, masks_pred)
         predictions = self.predict(imgs, masks_enc, masks_pred)

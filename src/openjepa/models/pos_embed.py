@@ -32,9 +32,7 @@ def sincos_2d(embed_dim: int, grid_size: int | tuple[int, int]) -> torch.Tensor:
     return torch.cat([emb_col, emb_row], dim=1).to(torch.float32)
 
 
-def resize_pos_embed(
-    pos_embed: torch.Tensor, new_grid: tuple[int, int], mode: str = "sincos"
-) -> torch.Tensor:
+def resize_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], mode: str = "sincos") -> torch.Tensor:
     """Position table (1, N, D) for another grid: recomputed sin-cos (exact) or bicubic-interpolated."""
     d = pos_embed.shape[-1]
     if mode == "sincos":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from .vision_transformer import VisionTransformer, VisionTransformerPredictor
 
@@ -34,30 +34,43 @@ def list_models() -> list[str]:
     return list(ENCODER_SPECS)
 
 
-def create_encoder(model_name: str, patch_size: int = 16, img_size: int | tuple[int, int] = 224,
-                   **kwargs: Any) -> VisionTransformer:
+def create_encoder(
+    model_name: str, patch_size: int = 16, img_size: int | Sequence[int] = 224, **kwargs: Any
+) -> VisionTransformer:
     """Build a preset encoder; kwargs override constructor arguments (e.g. depth for tests)."""
     if model_name not in ENCODER_SPECS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(ENCODER_SPECS)}")
     spec = ENCODER_SPECS[model_name]
-    args: dict[str, Any] = dict(embed_dim=spec.embed_dim, depth=spec.depth, num_heads=spec.num_heads,
-                                mlp_ratio=spec.mlp_ratio, qkv_bias=True)
+    args: dict[str, Any] = dict(
+        embed_dim=spec.embed_dim, depth=spec.depth, num_heads=spec.num_heads, mlp_ratio=spec.mlp_ratio, qkv_bias=True
+    )
     args.update(kwargs)
     return VisionTransformer(img_size=img_size, patch_size=patch_size, **args)
 
 
-def create_predictor(encoder: VisionTransformer, predictor_embed_dim: int = 384, depth: int = 6,
-                     num_heads: int | None = None, **kwargs: Any) -> VisionTransformerPredictor:
+def create_predictor(
+    encoder: VisionTransformer,
+    predictor_embed_dim: int = 384,
+    depth: int = 6,
+    num_heads: int | None = None,
+    **kwargs: Any,
+) -> VisionTransformerPredictor:
     """Build the predictor for an encoder as the reference does (heads default to the encoder's)."""
     return VisionTransformerPredictor(
-        num_patches=encoder.num_patches, grid_size=encoder.grid_size, embed_dim=encoder.embed_dim,
-        predictor_embed_dim=predictor_embed_dim, depth=depth,
-        num_heads=num_heads or encoder.num_heads, **kwargs)
+        num_patches=encoder.num_patches,
+        grid_size=encoder.grid_size,
+        embed_dim=encoder.embed_dim,
+        predictor_embed_dim=predictor_embed_dim,
+        depth=depth,
+        num_heads=num_heads or encoder.num_heads,
+        **kwargs,
+    )
 
 
 def _factory(name: str):
-    def build(patch_size: int = 16, img_size: int | tuple[int, int] | list[int] = 224,
-              **kwargs: Any) -> VisionTransformer:
+    def build(
+        patch_size: int = 16, img_size: int | tuple[int, int] | list[int] = 224, **kwargs: Any
+    ) -> VisionTransformer:
         return create_encoder(name, patch_size=patch_size, img_size=img_size, **kwargs)
 
     build.__name__ = name

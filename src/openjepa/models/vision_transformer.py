@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import Attention, PatchEmbed
+from timm.layers import Attention, Mlp, PatchEmbed
 from timm.models.vision_transformer import Block
 
 from ..masks.ops import apply_masks, repeat_interleave_batch
@@ -32,16 +32,33 @@ def _to_2tuple(size: int | Sequence[int]) -> tuple[int, int]:
         return (size[0], size[0])
     if len(size) != 2:
         raise ValueError(f"image size must be an int or (height, width), got {size}")
-    return size  # type: ignore[return-value]
+    return size
 
 
-def _make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
-                 drop_rate: float, attn_drop_rate: float, drop_path_rate: float,
-                 norm_layer: Callable[..., nn.Module]) -> nn.ModuleList:
+def _make_blocks(
+    dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+    qkv_bias: bool,
+    drop_rate: float,
+    attn_drop_rate: float,
+    drop_path_rate: float,
+    norm_layer: Callable[..., nn.Module],
+) -> nn.ModuleList:
     dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]  # stochastic depth decay rule
     return nn.ModuleList(
-        Block(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-              proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=norm_layer)
+        Block(
+            dim=dim,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            proj_drop=drop_rate,
+            attn_drop=attn_drop_rate,
+            drop_path=dpr[i],
+            # timm annotates norm_layer as a class but only calls it, so a partial works.
+            norm_layer=norm_layer,  # type: ignore[arg-type]
+        )
         for i in range(depth)
     )
 
@@ -66,25 +83,51 @@ def _init_weights(model: nn.Module, blocks: nn.ModuleList, std: float, mode: str
         # The reference model divides these by sqrt(2 * layer) but its training helper then
         # re-initialises every Linear, undoing it; "reference" therefore skips this step.
         for layer_id, blk in enumerate(blocks, start=1):
-            blk.attn.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
-            blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer_id))
+            attn, mlp = block_parts(blk)
+            attn.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
+            mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer_id))
 
 
 def set_fused_attn(model: nn.Module, enabled: bool) -> nn.Module:
     """Switch every attention layer between SDPA (fused) and the explicit softmax(QK^T)V path."""
     for m in model.modules():
         if hasattr(m, "fused_attn") and hasattr(m, "qkv"):
-            m.fused_attn = enabled
+            # A plain bool attribute; torch types Module.__setattr__ for tensors and modules only.
+            m.fused_attn = enabled  # type: ignore[assignment]
     return model
+
+
+def block_parts(blk: nn.Module) -> tuple[Attention, Mlp]:
+    """The timm `Attention` and `Mlp` of a block from `_make_blocks` (timm types both as `nn.Module`)."""
+    attn, mlp = blk.attn, blk.mlp
+    assert isinstance(attn, Attention) and isinstance(mlp, Mlp), f"not a timm ViT block: {type(blk).__name__}"
+    return attn, mlp
+
+
+def mlp_width(blk: nn.Module) -> int:
+    """Hidden width of a ViT block's MLP (its `fc1` outputs)."""
+    fc1 = block_parts(blk)[1].fc1
+    assert isinstance(fc1, nn.Linear)  # timm's Mlp builds a Conv2d only with use_conv, never used here
+    return fc1.out_features
 
 
 def _plain_block(blk: nn.Module) -> bool:
     """A timm Block whose forward is exactly pre-norm attention + MLP (what the fast paths re-implement)."""
     attn = getattr(blk, "attn", None)
-    return (type(blk) is Block and type(attn) is Attention and getattr(attn, "gate", None) is None
-            and not (blk.training and (attn.attn_drop.p > 0 or attn.proj_drop.p > 0
-                                       or getattr(blk.mlp.drop1, "p", 0) > 0
-                                       or getattr(blk.mlp.drop2, "p", 0) > 0)))
+    return (
+        type(blk) is Block
+        and type(attn) is Attention
+        and getattr(attn, "gate", None) is None
+        and not (
+            blk.training
+            and (
+                attn.attn_drop.p > 0
+                or attn.proj_drop.p > 0
+                or getattr(blk.mlp.drop1, "p", 0) > 0
+                or getattr(blk.mlp.drop2, "p", 0) > 0
+            )
+        )
+    )
 
 
 def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -103,14 +146,14 @@ def _mlp_residual(blk: Block, x: torch.Tensor) -> torch.Tensor:
     return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
 
 
-def block_forward_shared_prefix(blk: Block, prefix: torch.Tensor, rest: torch.Tensor, repeat: int
-                                ) -> torch.Tensor:
+def block_forward_shared_prefix(blk: Block, prefix: torch.Tensor, rest: torch.Tensor, repeat: int) -> torch.Tensor:
     """`blk(cat([prefix.repeat(repeat, 1, 1), rest], 1))`, normalising and projecting `prefix` once.
 
     The prefix rows are identical in every repeat, so their LayerNorm and q/k/v projection are
     computed once and then repeated; only attention onwards sees the full (repeat * R) rows.
     """
     attn = blk.attn
+    assert isinstance(attn, Attention)  # the fast paths are taken for _plain_block blocks only
     b, n_pre = len(rest), prefix.shape[1]
     n = n_pre + rest.shape[1]
     qkv = torch.cat([attn.qkv(blk.norm1(prefix)).repeat(repeat, 1, 1), attn.qkv(blk.norm1(rest))], dim=1)
@@ -127,6 +170,7 @@ def block_forward_tail(blk: Block, x: torch.Tensor, start: int) -> torch.Tensor:
     saves their query projection, their attention rows, the output projection and the MLP.
     """
     attn = blk.attn
+    assert isinstance(attn, Attention)  # the fast paths are taken for _plain_block blocks only
     b, n, _ = x.shape
     d = attn.attn_dim
     h = blk.norm1(x)
@@ -167,7 +211,8 @@ class VisionTransformer(nn.Module):
             if s % patch_size:
                 raise ValueError(
                     f"image size {self.img_size} is not divisible by patch size {patch_size}; "
-                    f"use an image side that is a multiple of {patch_size}")
+                    f"use an image side that is a multiple of {patch_size}"
+                )
         self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.embed_dim = self.num_features = embed_dim
@@ -175,13 +220,15 @@ class VisionTransformer(nn.Module):
         self.num_heads = num_heads
         self.pos_embed_resize = pos_embed_resize
 
-        self.patch_embed = PatchEmbed(img_size=self.img_size, patch_size=patch_size, in_chans=in_chans,
-                                      embed_dim=embed_dim, strict_img_size=False)
+        self.patch_embed = PatchEmbed(
+            img_size=self.img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, strict_img_size=False
+        )
         # A frozen Parameter (not a buffer), as in the reference: same state-dict key and the same
         # optimizer parameter order, so reference optimizer states line up.
         self.pos_embed = nn.Parameter(sincos_2d(embed_dim, self.grid_size)[None], requires_grad=False)
-        self.blocks = _make_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_rate,
-                                   attn_drop_rate, drop_path_rate, norm_layer)
+        self.blocks = _make_blocks(
+            embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate, norm_layer
+        )
         self.norm = norm_layer(embed_dim)
         self.init_std = init_std
         _init_weights(self, self.blocks, init_std, init)
@@ -194,13 +241,14 @@ class VisionTransformer(nn.Module):
             return self.pos_embed
         return resize_pos_embed(self.pos_embed, grid, self.pos_embed_resize)
 
-    def prepare_tokens(self, x: torch.Tensor, masks: torch.Tensor | list[torch.Tensor] | None = None
-                       ) -> torch.Tensor:
+    def prepare_tokens(self, x: torch.Tensor, masks: torch.Tensor | list[torch.Tensor] | None = None) -> torch.Tensor:
         """Patchify, add positions, keep the masked-in tokens: (B,C,H,W) -> (len(masks)*B, K, D)."""
         h, w = x.shape[-2:]
         if h % self.patch_size or w % self.patch_size:
-            raise ValueError(f"input {h}x{w} is not divisible by patch size {self.patch_size}; "
-                             f"resize or crop to a multiple of {self.patch_size}")
+            raise ValueError(
+                f"input {h}x{w} is not divisible by patch size {self.patch_size}; "
+                f"resize or crop to a multiple of {self.patch_size}"
+            )
         # The conv's (B, D, H, W) output flattens to a transposed (B, N, D) view; made contiguous
         # here, or every residual add and LayerNorm downstream would run on (and copy) that layout.
         x = self.patch_embed(x).contiguous()  # (B, N, D)
@@ -212,19 +260,24 @@ class VisionTransformer(nn.Module):
     def inference_chunk(self, x: torch.Tensor) -> int:
         """Images per chunk for gradient-free CPU forwards (see `cpu_chunk_bytes`)."""
         n = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size)
-        hidden = self.blocks[0].mlp.fc1.out_features if len(self.blocks) else self.embed_dim
+        assert self.cpu_chunk_bytes is not None, "CPU chunking is off (cpu_chunk_bytes is None)"
+        hidden = mlp_width(self.blocks[0]) if len(self.blocks) else self.embed_dim
         return max(1, int(self.cpu_chunk_bytes) // (n * hidden * x.element_size()))
 
-    def forward(self, x: torch.Tensor, masks: torch.Tensor | list[torch.Tensor] | None = None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: torch.Tensor | list[torch.Tensor] | None = None) -> torch.Tensor:
         """Encode images, optionally only the patches listed in `masks`; returns normed tokens.
 
         Without gradients on CPU, large batches run in chunks of `inference_chunk(x)` images: every
         image is encoded independently, so the outputs are the same, and the chunks' activations
         stay in cache instead of streaming through fresh memory (about 20% faster at batch 64).
         """
-        if (masks is None and self.cpu_chunk_bytes and x.device.type == "cpu"
-                and not torch.is_grad_enabled() and x.dim() == 4):
+        if (
+            masks is None
+            and self.cpu_chunk_bytes
+            and x.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and x.dim() == 4
+        ):
             chunk = self.inference_chunk(x)
             if len(x) >= 2 * chunk:
                 return torch.cat([self._encode(part, None) for part in x.split(chunk)])
@@ -236,8 +289,7 @@ class VisionTransformer(nn.Module):
             x = blk(x)
         return self.norm(x)
 
-    def get_intermediate_layers(self, x: torch.Tensor, n: int = 1, norm: bool = True
-                                ) -> list[torch.Tensor]:
+    def get_intermediate_layers(self, x: torch.Tensor, n: int = 1, norm: bool = True) -> list[torch.Tensor]:
         """Outputs of the last `n` blocks, each (B, N, D), passed through the final norm if `norm`."""
         x = self.prepare_tokens(x)
         outs = []
@@ -276,16 +328,27 @@ class VisionTransformerPredictor(nn.Module):
             if g * g != num_patches:
                 raise ValueError(f"num_patches={num_patches} is not square; pass grid_size=(h, w)")
             grid_size = (g, g)
-        self.grid_size = tuple(grid_size)
+        gh, gw = grid_size  # also accepts a list, e.g. from a stored config
+        self.grid_size = (gh, gw)
         self.num_patches = num_patches
         self.embed_dim = embed_dim
         self.predictor_embed_dim = predictor_embed_dim
         self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim, bias=True)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, predictor_embed_dim))
         self.predictor_pos_embed = nn.Parameter(
-            sincos_2d(predictor_embed_dim, self.grid_size)[None], requires_grad=False)
-        self.predictor_blocks = _make_blocks(predictor_embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
-                                             drop_rate, attn_drop_rate, drop_path_rate, norm_layer)
+            sincos_2d(predictor_embed_dim, self.grid_size)[None], requires_grad=False
+        )
+        self.predictor_blocks = _make_blocks(
+            predictor_embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            qkv_bias,
+            drop_rate,
+            attn_drop_rate,
+            drop_path_rate,
+            norm_layer,
+        )
         self.predictor_norm = norm_layer(predictor_embed_dim)
         # out_dim != embed_dim serves the pixel-target ablation (predict patch pixels).
         self.predictor_proj = nn.Linear(predictor_embed_dim, out_dim or embed_dim, bias=True)
@@ -297,8 +360,9 @@ class VisionTransformerPredictor(nn.Module):
         # final norm and the projection run only on the target tokens (the only outputs used).
         self.fast_path = True
 
-    def forward(self, x: torch.Tensor, masks_x: torch.Tensor | list[torch.Tensor],
-                masks: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, masks_x: torch.Tensor | list[torch.Tensor], masks: torch.Tensor | list[torch.Tensor]
+    ) -> torch.Tensor:
         """Predict target tokens: x (nenc*B, Kc, D) -> (npred*nenc*B, Kp, D), reference row order."""
         if isinstance(masks_x, torch.Tensor):
             masks_x = [masks_x]
@@ -324,8 +388,10 @@ class VisionTransformerPredictor(nn.Module):
                 x = blk(x)
             x = self.predictor_norm(x)
             return self.predictor_proj(x[:, n_ctx:])
-        x = block_forward_shared_prefix(blocks[0], x, pred_tokens, len(masks))
+        head, tail = blocks[0], blocks[-1]
+        assert isinstance(head, Block) and isinstance(tail, Block)  # _plain_block checked their types
+        x = block_forward_shared_prefix(head, x, pred_tokens, len(masks))
         for blk in blocks[1:-1]:
             x = blk(x)
-        x = block_forward_tail(blocks[-1], x, n_ctx)
+        x = block_forward_tail(tail, x, n_ctx)
         return self.predictor_proj(self.predictor_norm(x))

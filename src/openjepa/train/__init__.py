@@ -6,7 +6,16 @@ from .schedules import Schedule, cosine_weight_decay, ema_momentum, warmup_cosin
 from .step import StepResult, autocast_context, train_step, unwrap
 
 __all__ = [
-    "Schedule", "warmup_cosine_lr", "cosine_weight_decay", "ema_momentum", "make_optimizer",
-    "param_groups", "set_lr_wd", "ema_update_", "train_step", "StepResult", "autocast_context",
+    "Schedule",
+    "warmup_cosine_lr",
+    "cosine_weight_decay",
+    "ema_momentum",
+    "make_optimizer",
+    "param_groups",
+    "set_lr_wd",
+    "ema_update_",
+    "train_step",
+    "StepResult",
+    "autocast_context",
     "unwrap",
 ]

@@ -17,15 +17,17 @@ from .step import train_step
 def timing_batches(cfg: Config, n: int) -> Iterator[tuple]:
     """`n` batches from the training data loader (its workers, augmentations and mask draws), as fit() sees them."""
     from ..data import make_loader
-    from .loop import build_collator, build_train_dataset
+    from ..data.build import build_train_dataset
+    from ..masks.build import build_collator
 
     dataset, collator = build_train_dataset(cfg), build_collator(cfg)
     epoch = 0
     while n > 0:  # a dataset smaller than n batches: go round again, as the next epoch would
         dataset.set_epoch(epoch)
         collator.set_epoch(epoch)
-        for batch in make_loader(dataset, cfg.data.batch_size, collator, seed=cfg.meta.seed, epoch=epoch,
-                                 num_workers=cfg.data.num_workers):
+        for batch in make_loader(
+            dataset, cfg.data.batch_size, collator, seed=cfg.meta.seed, epoch=epoch, num_workers=cfg.data.num_workers
+        ):
             yield batch
             n -= 1
             if n == 0:
@@ -44,8 +46,9 @@ def seconds_per_step(cfg: Config, steps: int = 8, warmup: int = 2) -> float:
     """
     import torch
 
-    from ..distributed import resolve_device
-    from .loop import amp_dtype_for, build_model
+    from ..core.distributed import resolve_device
+    from ..models.build import build_model
+    from .loop import amp_dtype_for
 
     device = resolve_device(cfg.meta.device)
     model = build_model(cfg).to(device)
@@ -71,19 +74,27 @@ def seconds_per_step(cfg: Config, steps: int = 8, warmup: int = 2) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def budgeted_config(path, overrides: list[str], minutes: float, min_epochs: int = 2,
-                    warmup_fraction: float = 0.1) -> tuple[Config, float]:
+def budgeted_config(
+    path, overrides: list[str], minutes: float, min_epochs: int = 2, warmup_fraction: float = 0.1
+) -> tuple[Config, float]:
     """The config with `epochs`/`warmup` sized so its schedule ends within `minutes`, and `max_minutes` set.
 
     Returns (config, measured seconds per step).
     """
-    from .loop import build_train_dataset
+    from ..data.build import build_train_dataset
 
     cfg = load_config(path, overrides)
     step_s = seconds_per_step(cfg)
     steps_per_epoch = max(1, len(build_train_dataset(cfg)) // cfg.data.batch_size // cfg.optimization.accum_steps)
     epochs = max(min_epochs, int(60 * minutes / step_s) // steps_per_epoch)
     warmup = max(1, round(warmup_fraction * epochs))
-    cfg = load_config(path, [*overrides, f"optimization.epochs={epochs}", f"optimization.warmup={warmup}",
-                             f"optimization.max_minutes={minutes}"])
+    cfg = load_config(
+        path,
+        [
+            *overrides,
+            f"optimization.epochs={epochs}",
+            f"optimization.warmup={warmup}",
+            f"optimization.max_minutes={minutes}",
+        ],
+    )
     return cfg, step_s

@@ -41,9 +41,18 @@ class CompiledWithFallback(nn.Module):
       calls (gradient accumulation). On CUDA the probe steps synchronise the device (a few steps).
     """
 
-    def __init__(self, module: nn.Module, *, compile_fn: Callable[[nn.Module], Callable] | None = None,
-                 probe_steps: int = 0, warmup_steps: int = 3, calls_per_step: int = 1,
-                 **compile_kwargs: Any) -> None:
+    _compiled: Callable[..., Any] | None  # set in __init__, None when compiling failed
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        compile_fn: Callable[[nn.Module], Callable] | None = None,
+        probe_steps: int = 0,
+        warmup_steps: int = 3,
+        calls_per_step: int = 1,
+        **compile_kwargs: Any,
+    ) -> None:
         super().__init__()
         self.module = module
         fn = compile_fn or (lambda m: torch.compile(m, **compile_kwargs))
@@ -85,8 +94,10 @@ class CompiledWithFallback(nn.Module):
         if probe is None and self.mode == "compiled":
             eager, comp = self.probe_times["eager"], self.probe_times["compiled"]
             if eager and comp and statistics.median(comp) >= statistics.median(eager):
-                self._fall_back(f"torch.compile was not faster (median step {statistics.median(comp):.4g} s "
-                                f"compiled vs {statistics.median(eager):.4g} s eager)")
+                self._fall_back(
+                    f"torch.compile was not faster (median step {statistics.median(comp):.4g} s "
+                    f"compiled vs {statistics.median(eager):.4g} s eager)"
+                )
         return probe
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -94,6 +105,7 @@ class CompiledWithFallback(nn.Module):
         self._calls += 1
         probe = self._timing(step, first_call == 0, args)
         if self.mode == "compiled" and probe != "eager":
+            assert self._compiled is not None  # a failed compile left mode "eager"
             try:
                 return self._compiled(*args, **kwargs)
             except Exception as e:  # noqa: BLE001

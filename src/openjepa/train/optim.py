@@ -26,9 +26,14 @@ def param_groups(encoder: nn.Module, predictor: nn.Module) -> list[dict]:
     ]
 
 
-def make_optimizer(encoder: nn.Module, predictor: nn.Module, betas: tuple[float, float] = (0.9, 0.999),
-                   eps: float = 1e-8, fused: bool | None = None,
-                   foreach: bool | None = None) -> torch.optim.AdamW:
+def make_optimizer(
+    encoder: nn.Module,
+    predictor: nn.Module,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    fused: bool | None = None,
+    foreach: bool | None = None,
+) -> torch.optim.AdamW:
     """AdamW over the reference's groups; `fused`/`foreach` pick torch's fast implementations."""
     kwargs = {}
     if fused:

@@ -22,13 +22,20 @@ import torch.nn as nn
 import torch.utils.checkpoint
 from torch.nn.parallel import DistributedDataParallel
 
-from ..distributed import DistEnv
+from ..core.distributed import DistEnv
 from ..models.ijepa import IJEPA
 
 logger = logging.getLogger("openjepa.train")
 
-__all__ = ["enable_activation_checkpointing", "wrap_model", "apply_fsdp", "is_sharded",
-           "ema_update_sharded_", "full_state_dicts", "shard_optimizer_state"]
+__all__ = [
+    "enable_activation_checkpointing",
+    "wrap_model",
+    "apply_fsdp",
+    "is_sharded",
+    "ema_update_sharded_",
+    "full_state_dicts",
+    "shard_optimizer_state",
+]
 
 
 # --------------------------------------------------------------------------- activation checkpointing
@@ -53,7 +60,8 @@ def enable_activation_checkpointing(model: IJEPA) -> int:
     for blk in blocks:
         if not getattr(blk, "_openjepa_checkpointed", False):
             blk.forward = _checkpointed(blk.forward)
-            blk._openjepa_checkpointed = True
+            # A plain bool attribute; torch types Module.__setattr__ for tensors and modules only.
+            blk._openjepa_checkpointed = True  # type: ignore[assignment]
     return len(blocks)
 
 
@@ -68,8 +76,11 @@ def apply_fsdp(model: IJEPA, env: DistEnv, reshard_after_forward: bool = True) -
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(env.device.type, (env.world_size,))
-    for net, blocks in ((model.encoder, model.encoder.blocks), (model.target_encoder, model.target_encoder.blocks),
-                        (model.predictor, model.predictor.predictor_blocks)):
+    for net, blocks in (
+        (model.encoder, model.encoder.blocks),
+        (model.target_encoder, model.target_encoder.blocks),
+        (model.predictor, model.predictor.predictor_blocks),
+    ):
         for blk in blocks:
             fully_shard(blk, mesh=mesh, reshard_after_forward=reshard_after_forward)
         fully_shard(net, mesh=mesh, reshard_after_forward=reshard_after_forward)
@@ -117,8 +128,10 @@ def ema_update_sharded_(target: nn.Module, online: nn.Module, momentum: float) -
     t_local, o_local = [], []
     for t, o in zip(t_params, o_params):
         if tuple(t.shape) != tuple(o.shape) or getattr(t, "placements", None) != getattr(o, "placements", None):
-            raise ValueError(f"target and online parameters are sharded differently: {tuple(t.shape)} "
-                             f"{getattr(t, 'placements', None)} vs {tuple(o.shape)} {getattr(o, 'placements', None)}")
+            raise ValueError(
+                f"target and online parameters are sharded differently: {tuple(t.shape)} "
+                f"{getattr(t, 'placements', None)} vs {tuple(o.shape)} {getattr(o, 'placements', None)}"
+            )
         lt, lo = _local(t), _local(o)
         if lt.numel():  # a rank may hold an empty shard of a small tensor
             t_local.append(lt)
@@ -154,11 +167,14 @@ def full_state_dicts(model: IJEPA, optimizer: torch.optim.Optimizer, env: DistEn
     if not sharded:
         if not env.is_main:
             return None
-        return {"encoder": model.encoder.state_dict(), "predictor": model.predictor.state_dict(),
-                "target_encoder": model.target_encoder.state_dict(), "optimizer": optimizer.state_dict()}
+        return {
+            "encoder": model.encoder.state_dict(),
+            "predictor": model.predictor.state_dict(),
+            "target_encoder": model.target_encoder.state_dict(),
+            "optimizer": optimizer.state_dict(),
+        }
     keep = env.is_main
-    out = {part: _full(getattr(model, part).state_dict(), keep)
-           for part in ("encoder", "predictor", "target_encoder")}
+    out = {part: _full(getattr(model, part).state_dict(), keep) for part in ("encoder", "predictor", "target_encoder")}
     out["optimizer"] = _full(optimizer.state_dict(), keep)
     return out if keep else None
 
@@ -177,7 +193,11 @@ def shard_optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict
     for idx, st in state["state"].items():
         p = params[int(idx)]
         if isinstance(p, DTensor):
-            st = {k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
-                  if torch.is_tensor(v) and tuple(v.shape) == tuple(p.shape) else v for k, v in st.items()}
+            st = {
+                k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+                if torch.is_tensor(v) and tuple(v.shape) == tuple(p.shape)
+                else v
+                for k, v in st.items()
+            }
         out["state"][idx] = st
     return out

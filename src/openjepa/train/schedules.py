@@ -10,8 +10,9 @@ import math
 from dataclasses import dataclass
 
 
-def warmup_cosine_lr(step: int, warmup_steps: int, total_steps: int, start_lr: float, ref_lr: float,
-                     final_lr: float) -> float:
+def warmup_cosine_lr(
+    step: int, warmup_steps: int, total_steps: int, start_lr: float, ref_lr: float, final_lr: float
+) -> float:
     """Linear warmup start_lr -> ref_lr, then cosine to final_lr (the reference's WarmupCosineSchedule)."""
     if step < warmup_steps:
         return start_lr + (step / warmup_steps) * (ref_lr - start_lr)
@@ -59,8 +60,7 @@ class Schedule:
 
     def lr(self, step: int) -> float:
         """Learning rate of the step-th (1-based) optimizer step."""
-        return warmup_cosine_lr(step, self.warmup_steps, self.total_steps, self.start_lr, self.ref_lr,
-                                self.final_lr)
+        return warmup_cosine_lr(step, self.warmup_steps, self.total_steps, self.start_lr, self.ref_lr, self.final_lr)
 
     def wd(self, step: int) -> float:
         """Weight decay of the step-th (1-based) optimizer step."""

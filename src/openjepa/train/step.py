@@ -17,7 +17,9 @@ from .optim import set_lr_wd
 def unwrap(model: nn.Module) -> IJEPA:
     """The IJEPA module inside a DDP / compile wrapper."""
     while not isinstance(model, IJEPA):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+        inner = getattr(model, "module", None) or model._orig_mod
+        assert isinstance(inner, nn.Module)  # both wrappers hold the wrapped module there
+        model = inner
     return model
 
 
@@ -47,8 +49,8 @@ def _grad_sync(model: nn.Module, last: bool):
 
     FSDP2 modules keep reduce-scattering every micro-batch: that holds sharded, not full, gradients.
     """
-    if not last and hasattr(model, "no_sync"):
-        return model.no_sync()
+    if not last and (no_sync := getattr(model, "no_sync", None)) is not None:
+        return no_sync()
     return contextlib.nullcontext()
 
 
@@ -61,11 +63,20 @@ class StepResult:
     finite: torch.Tensor
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-               micro_batches: list[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]],
-               lr: float, wd: float, momentum: float, *, amp_dtype: torch.dtype | None = None,
-               grad_clip: float | None = None, skip_nonfinite: bool = False,
-               ema_fn: Callable[[nn.Module, nn.Module, float], None] = ema_update_) -> StepResult:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]],
+    lr: float,
+    wd: float,
+    momentum: float,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    grad_clip: float | None = None,
+    skip_nonfinite: bool = False,
+    ema_fn: Callable[[nn.Module, nn.Module, float], None] = ema_update_,
+    scaler: torch.amp.GradScaler | None = None,
+) -> StepResult:
     """Accumulate gradients over micro-batches (imgs, masks_enc, masks_pred), step AdamW, update EMA.
 
     With one micro-batch and no clipping this is exactly the reference's step (fp32 on CPU).
@@ -73,6 +84,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     Without it the step never waits for the device (no `.item()`, `bool(tensor)` or `float(tensor)`):
     the loss comes back as a device tensor for the caller to read every N steps.
     `ema_fn(target, online, momentum)` is the EMA update (foreach kernels by default).
+    `scaler` (fp16 only) scales the loss so small fp16 gradients do not flush to zero, and skips steps
+    whose scaled gradients overflow, as torch.amp does.
     """
     set_lr_wd(optimizer, lr, wd)
     device = micro_batches[0][0].device
@@ -81,12 +94,15 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
         with _grad_sync(model, last=i == len(micro_batches) - 1):  # [distributed] forward and backward inside
             with autocast_context(device, amp_dtype), attention_context(device):
                 loss = model(imgs, masks_enc, masks_pred)
-            (loss / len(micro_batches)).backward()
+            scaled = loss / len(micro_batches)
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total += loss.detach().float()
     total /= len(micro_batches)
 
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     grad_norm = None
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clipping and the finiteness check see the true gradients
     if grad_clip is not None:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     finite = torch.isfinite(total)
@@ -96,8 +112,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
         finite = finite & torch.isfinite(grad_norm)
         if not bool(finite):  # the one host sync, only on the opt-in skipping path
             optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.update()  # lower the scale after the overflow
             return StepResult(total, grad_norm, finite)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)  # skips the update itself when the unscaled gradients hold inf/nan
+        scaler.update()
+    else:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     ijepa = unwrap(model)
     ema_fn(ijepa.target_encoder, ijepa.encoder, momentum)

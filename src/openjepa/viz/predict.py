@@ -30,8 +30,9 @@ class PatchDecoder(nn.Module):
     def __init__(self, dim: int, patch_size: int, hidden: int = 512) -> None:
         super().__init__()
         self.patch_size = patch_size
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(),
-                                 nn.Linear(hidden, patch_size * patch_size * 3))
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, patch_size * patch_size * 3)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Decode features to flattened (row-major, channel-last) patch pixels."""
@@ -48,20 +49,24 @@ def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int]) ->
 
 def load_ijepa(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[IJEPA, Path]:
     """The full model (encoder, predictor, target encoder) of an openjepa checkpoint or run folder."""
-    from ..train.checkpoint import CheckpointError, find_resumable, load_checkpoint
+    from ..core.checkpoint import CheckpointError, find_resumable, load_checkpoint
 
     path = Path(checkpoint)
     if path.is_dir():
         found = find_resumable(path)
         if found is None:
-            raise CheckpointError(f"{path} holds no openjepa checkpoint (ckpt-step*.pt); pass a checkpoint file "
-                                  f"or the folder of a pretraining run")
+            raise CheckpointError(
+                f"{path} holds no openjepa checkpoint (ckpt-step*.pt); pass a checkpoint file "
+                f"or the folder of a pretraining run"
+            )
         path, state = found
     else:
         state = load_checkpoint(path)
     if "predictor" not in state or "arch" not in state:
-        raise CheckpointError(f"{path} has no predictor weights; `viz predict` needs a training checkpoint "
-                              f"(ckpt-step*.pt from `openjepa pretrain`), not an exported encoder")
+        raise CheckpointError(
+            f"{path} has no predictor weights; `viz predict` needs a training checkpoint "
+            f"(ckpt-step*.pt from `openjepa pretrain`), not an exported encoder"
+        )
     model = IJEPA.from_arch(state["arch"])
     model.encoder.load_state_dict(state["encoder"])
     model.predictor.load_state_dict(state["predictor"])
@@ -76,9 +81,19 @@ def target_features(model: IJEPA, imgs: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(h, (h.size(-1),))
 
 
-def train_decoder(model: IJEPA, images: torch.Tensor, *, steps: int = 1500, batch_tokens: int = 4096,
-                  lr: float = 2e-3, hidden: int = 512, val_fraction: float = 0.1, seed: int = 0,
-                  batch_size: int = 256, progress: bool = False) -> tuple[PatchDecoder, dict[str, float]]:
+def train_decoder(
+    model: IJEPA,
+    images: torch.Tensor,
+    *,
+    steps: int = 1500,
+    batch_tokens: int = 4096,
+    lr: float = 2e-3,
+    hidden: int = 512,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[PatchDecoder, dict[str, float]]:
     """Fit a PatchDecoder on (target feature, patch pixels) pairs of `images`; returns it and its held-out MSE."""
     from tqdm.auto import tqdm
 
@@ -86,7 +101,7 @@ def train_decoder(model: IJEPA, images: torch.Tensor, *, steps: int = 1500, batc
     device = next(model.parameters()).device
     feats, pix = [], []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
+        x = images[i : i + batch_size].to(device)
         feats.append(target_features(model, x).flatten(0, 1).cpu())
         pix.append(patchify(x, p).flatten(0, 1).cpu())
     f, y = torch.cat(feats), torch.cat(pix)
@@ -125,14 +140,19 @@ def _paint(canvas: torch.Tensor, patches: torch.Tensor, idx: torch.Tensor, p: in
     """Write (K, p*p*3) patches into a (3, H, W) image at the grid positions `idx` (in place)."""
     for patch, k in zip(patches, idx.tolist()):
         r, c = divmod(k, gw)
-        canvas[:, r * p:(r + 1) * p, c * p:(c + 1) * p] = patch.reshape(p, p, 3).permute(2, 0, 1)
+        canvas[:, r * p : (r + 1) * p, c * p : (c + 1) * p] = patch.reshape(p, p, 3).permute(2, 0, 1)
 
 
 @torch.no_grad()
-def decode_predictions(model: IJEPA, decoder: PatchDecoder, imgs: torch.Tensor, masks_enc: list[torch.Tensor],
-                       masks_pred: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+def decode_predictions(
+    model: IJEPA,
+    decoder: PatchDecoder,
+    imgs: torch.Tensor,
+    masks_enc: list[torch.Tensor],
+    masks_pred: list[torch.Tensor],
+) -> dict[str, torch.Tensor]:
     """Images (B, 3, H, W): the context alone, context + decoded predictions, context + decoded targets."""
-    p, grid = model.encoder.patch_size, tuple(model.encoder.grid_size)
+    p, grid = model.encoder.patch_size, model.encoder.grid_size
     gw = grid[1]
     b = len(imgs)
     preds = model.predict(imgs, masks_enc[:1], masks_pred)  # (npred * B, Kp, D), mask-major
@@ -140,39 +160,63 @@ def decode_predictions(model: IJEPA, decoder: PatchDecoder, imgs: torch.Tensor, 
     full_target = unpatchify(decoder(feats), p, grid)
     context = torch.full_like(imgs, 0.0)  # 0 = the dataset mean after normalisation: a neutral grey
     for i in range(b):
-        _paint(context[i], patchify(imgs[i:i + 1], p)[0][masks_enc[0][i]], masks_enc[0][i], p, gw)
+        _paint(context[i], patchify(imgs[i : i + 1], p)[0][masks_enc[0][i]], masks_enc[0][i], p, gw)
     predicted, oracle = context.clone(), context.clone()
     pred_pixels = decoder(preds)
     for j, m in enumerate(masks_pred):
         for i in range(b):
             _paint(predicted[i], pred_pixels[j * b + i], m[i], p, gw)
-            _paint(oracle[i], patchify(full_target[i:i + 1], p)[0][m[i]], m[i], p, gw)
-    return {"context": context, "predicted": predicted, "oracle": oracle,
-            "cosine": torch.cat([F.cosine_similarity(preds[j * b:(j + 1) * b], feats.gather(
-                1, m.unsqueeze(-1).expand(-1, -1, feats.shape[-1])), dim=-1).flatten() for j, m in enumerate(masks_pred)])}
+            _paint(oracle[i], patchify(full_target[i : i + 1], p)[0][m[i]], m[i], p, gw)
+    return {
+        "context": context,
+        "predicted": predicted,
+        "oracle": oracle,
+        "cosine": torch.cat(
+            [
+                F.cosine_similarity(
+                    preds[j * b : (j + 1) * b], feats.gather(1, m.unsqueeze(-1).expand(-1, -1, feats.shape[-1])), dim=-1
+                ).flatten()
+                for j, m in enumerate(masks_pred)
+            ]
+        ),
+    }
 
 
-def predict_grid(checkpoint: str | Path, data: str, out: str | Path, *, n_images: int = 8,
-                 decoder_images: int = 2000, decoder_steps: int = 1500, device: str | torch.device = "cpu",
-                 seed: int = 0, progress: bool = False) -> PredictionGrid:
+def predict_grid(
+    checkpoint: str | Path,
+    data: str,
+    out: str | Path,
+    *,
+    n_images: int = 8,
+    decoder_images: int = 2000,
+    decoder_steps: int = 1500,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+) -> PredictionGrid:
     """Train the decoder on `data`'s train split, decode predictions for test images, write a PNG grid."""
+    from matplotlib.collections import LineCollection
+
     from ..evaluate.runner import eval_datasets
-    from ..train.loop import run_mask_collator
-    from .plots import TARGET_COLORS, _hide_ticks, _new_figure, _outline_segments, _save, denormalize
+    from ..masks.build import run_mask_collator
+    from ._figure import TARGET_COLORS, _hide_ticks, _new_figure, _save, denormalize
+    from .masks import _outline_segments
 
     t0 = time.perf_counter()
     model, path = load_ijepa(checkpoint, device)
     if model.target_type != "representation":
-        raise ValueError(f"{path} was trained with pixel targets: its predictor already outputs (normalised) "
-                         f"pixels, there are no representations to decode")
+        raise ValueError(
+            f"{path} was trained with pixel targets: its predictor already outputs (normalised) "
+            f"pixels, there are no representations to decode"
+        )
     img_size, p = int(model.encoder.img_size[0]), model.encoder.patch_size
-    grid = tuple(int(g) for g in model.encoder.grid_size)
+    grid = (int(model.encoder.grid_size[0]), int(model.encoder.grid_size[1]))
     train_ds, test_ds = eval_datasets(data, img_size, max_train=decoder_images, max_test=n_images)
-    if len(test_ds) == 0:
+    if len(test_ds) == 0:  # type: ignore[arg-type]  # torch's Dataset declares no __len__
         raise ValueError(f"{data} has no test images to visualise")
-    train_imgs = torch.stack([train_ds[i][0] for i in range(len(train_ds))])
+    train_imgs = torch.stack([train_ds[i][0] for i in range(len(train_ds))])  # type: ignore[arg-type]
     decoder, metrics = train_decoder(model, train_imgs, steps=decoder_steps, seed=seed, progress=progress)
-    imgs = torch.stack([test_ds[i][0] for i in range(min(n_images, len(test_ds)))]).to(device)
+    imgs = torch.stack([test_ds[i][0] for i in range(min(n_images, len(test_ds)))]).to(device)  # type: ignore[arg-type]
     collator, mask_source = run_mask_collator(path.parent, img_size, p)
     g = torch.Generator().manual_seed(seed)
     masks_enc, masks_pred = collator.sample(len(imgs), g)
@@ -181,8 +225,12 @@ def predict_grid(checkpoint: str | Path, data: str, out: str | Path, *, n_images
     dec = decode_predictions(model, decoder, imgs, masks_enc, masks_pred)
     metrics["pred_target_cosine"] = float(dec["cosine"].mean())
 
-    columns = [("image", imgs), ("context (input)", dec["context"]),
-               ("predictor output, decoded", dec["predicted"]), ("target features, decoded", dec["oracle"])]
+    columns = [
+        ("image", imgs),
+        ("context (input)", dec["context"]),
+        ("predictor output, decoded", dec["predicted"]),
+        ("target features, decoded", dec["oracle"]),
+    ]
     rows = len(imgs)
     fig = _new_figure((2.0 * len(columns), 2.0 * rows + 0.6))
     arrays = [denormalize(x) for _, x in columns]
@@ -196,13 +244,15 @@ def predict_grid(checkpoint: str | Path, data: str, out: str | Path, *, n_images
             if c >= 1:
                 for j, m in enumerate(masks_pred):
                     segs = _outline_segments(m[r].cpu().numpy(), grid, (img_size, img_size))
-                    from matplotlib.collections import LineCollection
-
-                    ax.add_collection(LineCollection(segs, colors=[TARGET_COLORS[j % len(TARGET_COLORS)]],
-                                                     linewidths=1.0))
-    fig.suptitle(f"{path.name}: what the predictor predicts behind the mask (per-patch MLP decoder; "
-                 f"held-out decoder MSE {metrics['decoder_val_mse']:.3f} vs pixel variance "
-                 f"{metrics['pixel_var']:.3f})", fontsize=8)
+                    ax.add_collection(
+                        LineCollection(segs, colors=[TARGET_COLORS[j % len(TARGET_COLORS)]], linewidths=1.0)
+                    )
+    fig.suptitle(
+        f"{path.name}: what the predictor predicts behind the mask (per-patch MLP decoder; "
+        f"held-out decoder MSE {metrics['decoder_val_mse']:.3f} vs pixel variance "
+        f"{metrics['pixel_var']:.3f})",
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     written = _save(fig, out, 120)
     metrics["mask_source"] = mask_source  # type: ignore[assignment]
@@ -210,5 +260,13 @@ def predict_grid(checkpoint: str | Path, data: str, out: str | Path, *, n_images
     return PredictionGrid(written, metrics, time.perf_counter() - t0)
 
 
-__all__ = ["PatchDecoder", "unpatchify", "load_ijepa", "target_features", "train_decoder",
-           "decode_predictions", "predict_grid", "PredictionGrid"]
+__all__ = [
+    "PatchDecoder",
+    "unpatchify",
+    "load_ijepa",
+    "target_features",
+    "train_decoder",
+    "decode_predictions",
+    "predict_grid",
+    "PredictionGrid",
+]

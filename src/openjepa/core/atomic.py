@@ -43,3 +43,15 @@ def atomic_path(path: str | Path) -> Iterator[str]:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """Replace `path` with `text` atomically (see `atomic_path`)."""
+    atomic_write_bytes(path, text.encode(encoding))

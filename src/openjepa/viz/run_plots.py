@@ -8,18 +8,20 @@ from pathlib import Path
 import torch
 
 from ..config import Config
+from ..core.checkpoint import list_checkpoints, load_checkpoint
+from ..data.build import build_train_dataset
+from ..masks.build import build_collator
 from ..models.ijepa import IJEPA
-from .checkpoint import list_checkpoints, load_checkpoint
+from .curves import plot_training_curves
+from .masks import plot_masks
+from .pca import plot_pca_maps
 
-logger = logging.getLogger("openjepa.train")
+logger = logging.getLogger("openjepa.viz")
 
 
 @torch.no_grad()
 def write_run_plots(folder: str | Path, cfg: Config, n_images: int = 8) -> list[Path]:
     """Write loss/lr/wd/momentum curves, masks drawn on images and PCA feature maps as PNGs in `folder`."""
-    from ..viz import plot_masks, plot_pca_maps, plot_training_curves
-    from .loop import build_collator, build_train_dataset
-
     folder = Path(folder)
     out = [plot_training_curves(folder / "metrics.csv", folder / "curves.png")]
     found = list_checkpoints(folder)

@@ -8,7 +8,6 @@ starts a fresh run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,8 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path
+from .atomic import atomic_path, atomic_write_text
+from .hashing import sha256_file
 
 logger = logging.getLogger("openjepa.checkpoint")
 FORMAT = "openjepa"
@@ -34,15 +34,6 @@ class CheckpointError(RuntimeError):
 
 class CheckpointWriteError(OSError):
     """Writing a checkpoint failed (disk full, folder gone or unwritable); the message names the last good one."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def atomic_save(obj: Any, path: str | Path) -> str:
@@ -68,11 +59,11 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         raise CheckpointError(
             f"refusing to load {path}: it needs arbitrary unpickling (code execution), which openjepa "
             f"never does. If you trust the file, re-save its tensors as plain state dicts or "
-            f"safetensors. Details: {str(e).splitlines()[0]}") from e
+            f"safetensors. Details: {str(e).splitlines()[0]}"
+        ) from e
     except Exception as e:  # zip, pickle-opcode, unicode, EOF errors: all mean a damaged file
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first}); "
-                              f"use an earlier checkpoint") from e
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first}); use an earlier checkpoint") from e
 
 
 def checkpoint_path(folder: str | Path, step: int) -> Path:
@@ -89,8 +80,9 @@ def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(state: dict, folder: str | Path, step: int, keep_last: int = 3,
-                    min_free_bytes: int | None = None) -> Path:
+def save_checkpoint(
+    state: dict, folder: str | Path, step: int, keep_last: int = 3, min_free_bytes: int | None = None
+) -> Path:
     """Write a run checkpoint atomically with its checksum sidecar, then prune to the last `keep_last`."""
     folder = Path(folder)
     path = checkpoint_path(folder, step)
@@ -103,22 +95,13 @@ def save_checkpoint(state: dict, folder: str | Path, step: int, keep_last: int =
     path.with_suffix(".json").unlink(missing_ok=True)
     digest = atomic_save(state, path)
     meta = {"file": path.name, "sha256": digest, "bytes": path.stat().st_size, "step": step}
-    _atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
     # Prune only older checkpoints: a newer (corrupt, skipped) one must never push out the one just written.
     older = [p for s, p in list_checkpoints(folder) if s < step]
-    for old in older[:max(0, len(older) - (keep_last - 1))]:
+    for old in older[: max(0, len(older) - (keep_last - 1))]:
         old.unlink(missing_ok=True)
         old.with_suffix(".json").unlink(missing_ok=True)
     return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def remove_partial_writes(folder: str | Path) -> list[Path]:
@@ -134,8 +117,12 @@ def remove_partial_writes(folder: str | Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     if stale:
-        logger.info("removed %d partial file(s) left by an interrupted write in %s: %s", len(stale), folder,
-                    ", ".join(p.name for p in stale))
+        logger.info(
+            "removed %d partial file(s) left by an interrupted write in %s: %s",
+            len(stale),
+            folder,
+            ", ".join(p.name for p in stale),
+        )
     return stale
 
 
@@ -150,14 +137,14 @@ def verify_checkpoint(path: str | Path) -> None:
             meta = json.loads(sidecar.read_text())
             size, digest = int(meta["bytes"]), str(meta["sha256"])
         except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"checksum file {sidecar} is unreadable ({e}); cannot vouch for "
-                                  f"{path.name}") from e
+            raise CheckpointError(f"checksum file {sidecar} is unreadable ({e}); cannot vouch for {path.name}") from e
         if path.stat().st_size != size:
-            raise CheckpointError(f"checkpoint {path} has {path.stat().st_size} bytes, its checksum file "
-                                  f"says {size} (truncated or corrupted on disk)")
+            raise CheckpointError(
+                f"checkpoint {path} has {path.stat().st_size} bytes, its checksum file "
+                f"says {size} (truncated or corrupted on disk)"
+            )
         if sha256_file(path) != digest:
-            raise CheckpointError(f"checkpoint {path} does not match its SHA-256 checksum (corrupted "
-                                  f"on disk)")
+            raise CheckpointError(f"checkpoint {path} does not match its SHA-256 checksum (corrupted on disk)")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -165,13 +152,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     verify_checkpoint(path)
     state = safe_load(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an openjepa checkpoint (for a reference .pth.tar use "
-                              f"openjepa.interop or `openjepa convert --from reference`)")
+        raise CheckpointError(
+            f"{path} is not an openjepa checkpoint (for a reference .pth.tar use "
+            f"openjepa.interop or `openjepa convert --from reference`)"
+        )
     return state
 
 
-def find_resumable(folder: str | Path, map_location: str | torch.device = "cpu"
-                   ) -> tuple[Path, dict] | None:
+def find_resumable(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
     """Newest checkpoint in `folder` that verifies and loads; None if the folder has none at all.
 
     Corrupt ones are skipped with a warning naming them; if every one is corrupt, raise rather
@@ -181,7 +169,7 @@ def find_resumable(folder: str | Path, map_location: str | torch.device = "cpu"
     if not found:
         return None
     problems = []
-    for step, path in reversed(found):
+    for _step, path in reversed(found):
         try:
             return path, load_checkpoint(path, map_location)
         except CheckpointError as e:
@@ -196,11 +184,12 @@ def check_free_space(folder: str | Path, needed_bytes: int) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"cannot create output folder {folder} ({e.strerror or e}); choose another "
-                      f"logging.folder") from e
+        raise OSError(f"cannot create output folder {folder} ({e.strerror or e}); choose another logging.folder") from e
     if not os.access(folder, os.W_OK):
         raise OSError(f"output folder {folder} is not writable; choose another logging.folder")
     free = shutil.disk_usage(folder).free
     if free < needed_bytes:
-        raise OSError(f"only {free / 2**20:.0f} MiB free in {folder}, a checkpoint needs about "
-                      f"{needed_bytes / 2**20:.0f} MiB; free some space or choose another logging.folder")
+        raise OSError(
+            f"only {free / 2**20:.0f} MiB free in {folder}, a checkpoint needs about "
+            f"{needed_bytes / 2**20:.0f} MiB; free some space or choose another logging.folder"
+        )

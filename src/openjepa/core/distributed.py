@@ -68,27 +68,36 @@ def process_layout(environ: Mapping[str, str] | None = None) -> tuple[int, int, 
     """
     environ = os.environ if environ is None else environ
     if _env_int(environ, "WORLD_SIZE") is not None:
-        return (_env_int(environ, "RANK") or 0, _env_int(environ, "WORLD_SIZE") or 1,
-                _env_int(environ, "LOCAL_RANK") or 0)
+        return (
+            _env_int(environ, "RANK") or 0,
+            _env_int(environ, "WORLD_SIZE") or 1,
+            _env_int(environ, "LOCAL_RANK") or 0,
+        )
     if _env_int(environ, "SLURM_STEP_NUM_TASKS") is not None and _env_int(environ, "SLURM_PROCID") is not None:
-        return (_env_int(environ, "SLURM_PROCID") or 0, _env_int(environ, "SLURM_STEP_NUM_TASKS") or 1,
-                _env_int(environ, "SLURM_LOCALID") or 0)
+        return (
+            _env_int(environ, "SLURM_PROCID") or 0,
+            _env_int(environ, "SLURM_STEP_NUM_TASKS") or 1,
+            _env_int(environ, "SLURM_LOCALID") or 0,
+        )
     return 0, 1, 0
 
 
 def _slurm_rendezvous() -> None:
     """Under `srun` without torchrun: MASTER_ADDR = the job's first node, MASTER_PORT from the job id."""
     if "MASTER_ADDR" not in os.environ and os.environ.get("SLURM_JOB_NODELIST") and shutil.which("scontrol"):
-        out = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
-                             capture_output=True, text=True, check=False).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
         if out:
             os.environ["MASTER_ADDR"] = out[0]
     if "MASTER_ADDR" in os.environ and "MASTER_PORT" not in os.environ and "SLURM_JOB_ID" in os.environ:
         os.environ["MASTER_PORT"] = str(15000 + int(os.environ["SLURM_JOB_ID"]) % 20000)
 
 
-def init_distributed(device: str = "auto", backend: str | None = None,
-                     timeout_minutes: float | None = None) -> DistEnv:
+def init_distributed(device: str = "auto", backend: str | None = None, timeout_minutes: float | None = None) -> DistEnv:
     """Join the process group described by torchrun (or srun) variables; single process otherwise.
 
     The backend is NCCL on CUDA devices and gloo on CPU unless `backend` names another.
@@ -99,8 +108,10 @@ def init_distributed(device: str = "auto", backend: str | None = None,
         if "SLURM_PROCID" in os.environ and "RANK" not in os.environ:
             _slurm_rendezvous()
         if "MASTER_ADDR" not in os.environ:
-            raise RuntimeError("WORLD_SIZE > 1 but MASTER_ADDR is not set; launch with torchrun "
-                               "(it sets the rendezvous variables) or export MASTER_ADDR/MASTER_PORT")
+            raise RuntimeError(
+                "WORLD_SIZE > 1 but MASTER_ADDR is not set; launch with torchrun "
+                "(it sets the rendezvous variables) or export MASTER_ADDR/MASTER_PORT"
+            )
         os.environ.setdefault("MASTER_PORT", "29500")
         kwargs: dict = {}
         if timeout_minutes is not None:
@@ -108,8 +119,13 @@ def init_distributed(device: str = "auto", backend: str | None = None,
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
             kwargs["device_id"] = dev  # binds NCCL to this GPU up front (no guessing at the first collective)
-        dist.init_process_group(backend=backend or ("nccl" if dev.type == "cuda" else "gloo"),
-                                init_method="env://", rank=rank, world_size=world, **kwargs)
+        dist.init_process_group(
+            backend=backend or ("nccl" if dev.type == "cuda" else "gloo"),
+            init_method="env://",
+            rank=rank,
+            world_size=world,
+            **kwargs,
+        )
     elif dist.is_initialized():  # a caller (a test, a notebook) joined the group already
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistEnv(rank, world, local_rank, dev)

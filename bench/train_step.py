@@ -169,7 +169,9 @@ def worker(conn, args: argparse.Namespace, role: str) -> None:
     """
     if args.threads:
         torch.set_num_threads(args.threads)
-    fast = role == "fast"
+    # --baseline fast-fp32: the baseline process runs the fast configuration too, in fp32, so the
+    # ratio is bf16 autocast alone (what meta.precision=bf16 changes in a run)
+    fast = role == "fast" or args.baseline == "fast-fp32"
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
@@ -179,7 +181,7 @@ def worker(conn, args: argparse.Namespace, role: str) -> None:
     if fast:
         optimizer = make_optimizer(model.encoder, model.predictor, fused=True)
         net = compile_with_fallback(model, enabled=args.compile, dynamic=True, probe_steps=args.compile_probe)
-        ema_fn, amp = ema_update_, torch.bfloat16 if args.bf16 else None
+        ema_fn, amp = ema_update_, torch.bfloat16 if args.bf16 and role == "fast" else None
     else:
         optimizer = make_optimizer(model.encoder, model.predictor, foreach=False)
         net, ema_fn, amp = model, ema_update_per_tensor_, None
@@ -250,6 +252,13 @@ def main() -> None:
         help="CPU: tune_cpu_allocator() in the fast configuration (no gain measured at low load)",
     )
     ap.add_argument("--no-baseline", action="store_true", help="time the fast configuration only")
+    ap.add_argument(
+        "--baseline",
+        choices=["eager", "fast-fp32"],
+        default="eager",
+        help="eager: the plain fp32 baseline (default); fast-fp32: the fast configuration in fp32 (with --bf16: "
+        "the gain of bf16 autocast alone)",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--peak-size", type=int, default=None, help="matmul size for the peak (8192 GPU, 2048 CPU)")
@@ -358,7 +367,7 @@ def main() -> None:
     }
     out.update(summary("fast"))
     if not args.no_baseline:
-        out["baseline"] = summary("eager")
+        out["baseline"] = {"kind": args.baseline, **summary("eager")}
         out["speedup"] = round(out["baseline"]["step_s_median"] / out["step_s_median"], 3)
         # Step i is the same batch in both: the median of the per-step ratios is robust to mask-size
         # variation between batches and to slow drifts in the machine's load.

@@ -1,0 +1,69 @@
+"""bench/time_to_accuracy.py end to end on a tiny .npz: two variants x two seeds, probed checkpoints, one chart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from .test_bench_quality import _tiny_npz
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "meta.depth=1",
+    "meta.pred_depth=1",
+    "meta.pred_emb_dim=48",
+    "data.crop_size=32",
+    "data.batch_size=16",
+    "mask.patch_size=4",
+    "mask.min_keep=4",
+    "logging.tensorboard=false",
+    "logging.plots=false",
+    "logging.collapse_every_steps=0",
+]
+
+
+def test_summarise__mean_spread_and_minutes_to_a_level():
+    sys.path.insert(0, str(REPO / "bench"))
+    from time_to_accuracy import minutes_to, parse_variant, summarise
+
+    a = [{"minutes": 1.0, "linear": 0.4, "knn": 0.3}, {"minutes": 2.0, "linear": 0.6, "knn": 0.5}]
+    b = [{"minutes": 1.2, "linear": 0.5, "knn": 0.3}, {"minutes": 2.2, "linear": 0.8, "knn": 0.7}]
+    points = summarise([a, b])
+    assert points[0]["minutes"] == 1.1 and points[0]["linear"] == 0.45
+    assert (points[1]["linear_min"], points[1]["linear_max"]) == (0.6, 0.8)
+    assert minutes_to(points, "linear", 0.7) == 2.2 and minutes_to(points, "knn", 0.9) is None
+    assert parse_variant("bf16:meta.precision=bf16;optimization.lr=1e-3") == (
+        "bf16",
+        ["meta.precision=bf16", "optimization.lr=1e-3"],
+    )
+    with pytest.raises(SystemExit):
+        parse_variant("no-colon")
+
+
+@pytest.mark.slow
+def test_time_to_accuracy__curves_per_variant_and_seed_with_floors_and_a_chart(tmp_path):
+    data = _tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "tta"
+    cmd = [sys.executable, str(REPO / "bench" / "time_to_accuracy.py"), "--data", str(data), "--config", "demo"]
+    cmd += ["--minutes", "0.1", "--every", "0.03", "--seeds", "0", "1", "--out", str(out)]
+    cmd += ["--variant", "shipped:", "--variant", "lowlr:optimization.lr=1e-4"]
+    for o in TINY:
+        cmd += ["--set", o]
+    lines = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()
+    res = json.loads(lines[-1])
+    assert set(res["curves"]) == {"shipped", "lowlr"} and set(res["floors"]) == {"random init", "raw pixels"}
+    for name, runs in res["runs"].items():
+        assert len(runs) == 2  # one curve per seed
+        assert all(len(curve) >= 2 for curve in runs)  # several checkpoints probed along the way
+        for point in res["curves"][name]:
+            assert point["linear_min"] <= point["linear"] <= point["linear_max"]
+            assert 0.0 <= point["knn"] <= 1.0
+    minutes = [p["minutes"] for p in res["curves"]["shipped"]]
+    assert minutes == sorted(minutes)
+    with Image.open(out / "time_to_accuracy.png") as im:
+        assert im.size[0] > 500

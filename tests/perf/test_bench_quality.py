@@ -24,6 +24,21 @@ KEYS = (
 )
 
 
+# a one-block model and tiny batches: every bench test trains in seconds
+TINY = [
+    "meta.depth=1",
+    "meta.pred_depth=1",
+    "meta.pred_emb_dim=48",
+    "data.crop_size=32",
+    "data.batch_size=16",
+    "mask.patch_size=4",
+    "mask.min_keep=4",
+    "logging.tensorboard=false",
+    "logging.plots=false",
+    "logging.collapse_every_steps=0",
+]
+
+
 def _tiny_npz(path: Path) -> Path:
     rng = np.random.default_rng(0)
     n_train, n_test = 96, 40
@@ -38,18 +53,7 @@ def _tiny_npz(path: Path) -> Path:
 def test_bench_quality__json_line_figures_and_a_knn_curve(tmp_path):
     data = _tiny_npz(tmp_path / "tiny.npz")
     out = tmp_path / "run"
-    tiny = [
-        "meta.depth=1",
-        "meta.pred_depth=1",
-        "meta.pred_emb_dim=48",
-        "data.crop_size=32",
-        "data.batch_size=16",
-        "mask.patch_size=4",
-        "mask.min_keep=4",
-        "logging.tensorboard=false",
-        "logging.plots=false",
-        "logging.collapse_every_steps=0",
-    ]
+    tiny = TINY
     cmd = [
         sys.executable,
         str(REPO / "bench" / "quality.py"),

@@ -10,21 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .test_bench_quality import _tiny_npz
+from .test_bench_quality import TINY, _tiny_npz
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "meta.depth=1",
-    "meta.pred_depth=1",
-    "meta.pred_emb_dim=48",
-    "data.crop_size=32",
-    "data.batch_size=16",
-    "mask.patch_size=4",
-    "mask.min_keep=4",
-    "logging.tensorboard=false",
-    "logging.plots=false",
-    "logging.collapse_every_steps=0",
-]
 
 
 def test_summarise__mean_spread_and_minutes_to_a_level():
@@ -36,7 +24,7 @@ def test_summarise__mean_spread_and_minutes_to_a_level():
     points = summarise([a, b])
     assert points[0]["minutes"] == 1.1 and points[0]["linear"] == 0.45
     assert (points[1]["linear_min"], points[1]["linear_max"]) == (0.6, 0.8)
-    assert minutes_to(points, "linear", 0.7) == 2.2 and minutes_to(points, "knn", 0.9) is None
+    assert minutes_to(points, "linear", 0.7) == 2.1 and minutes_to(points, "knn", 0.9) is None
     assert parse_variant("bf16:meta.precision=bf16;optimization.lr=1e-3") == (
         "bf16",
         ["meta.precision=bf16", "optimization.lr=1e-3"],

@@ -34,6 +34,15 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         ["optimization.target_from=input"],
     ),
     "pred_depth_1": ("a 1-block predictor instead of 4", ["meta.pred_depth=1"]),
+    # small-scale options (not the paper's ablations; off in every paper recipe)
+    "avg_targets_3": (
+        "targets averaged over the target encoder's last 3 layers (data2vec)",
+        ["optimization.target_layers=3"],
+    ),
+    "vicreg": (
+        "VICReg variance (1.0) and covariance (0.04) terms on the context encoder's per-image means (C-JEPA)",
+        ["optimization.var_weight=1.0", "optimization.cov_weight=0.04"],
+    ),
 }
 
 

@@ -14,8 +14,10 @@ Draws `<out>/time_to_accuracy.png`: kNN and linear top-1 against minutes, one li
     python bench/time_to_accuracy.py --data cifar10 --minutes 30 --every 5 --seeds 0 1 2 \\
         --variant "shipped:" --variant "bf16:meta.precision=bf16" --out runs/tta
 
-Choose recipes on a validation split (`--val N`: the last N train images become the test split);
-report the chosen one on test.
+Choose recipes on a validation split (`--val N`: the last N train images become the test split, and
+pretraining never sees them); report the chosen one on test. `--pooling` picks what the probes read
+(default: each task's default). Every finished (variant, seed) curve is written to
+`<out>/partial.json` as it completes, so an interrupted bench keeps what it measured.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from quality import validation_split  # bench/ is on sys.path when run as a script
 
 from openjepa.config import recipe_path
 from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
@@ -58,7 +61,14 @@ def probe(encoder: torch.nn.Module | str, args: argparse.Namespace, device: torc
     return {
         task: round(
             evaluate_encoder(
-                encoder, args.data, task, max_test=args.max_test, device=device, cache_dir=cache, progress=False
+                encoder,
+                args.eval_data,
+                task,
+                pooling=None if encoder == "pixels" else args.pooling,
+                max_test=args.max_test,
+                device=device,
+                cache_dir=cache,
+                progress=False,
             ).top1,
             4,
         )
@@ -69,14 +79,12 @@ def probe(encoder: torch.nn.Module | str, args: argparse.Namespace, device: torc
 def run_one(name: str, overrides: list[str], seed: int, args: argparse.Namespace) -> list[dict]:
     """Pretrain one (variant, seed) and probe each of its checkpoints: [{minutes, step, linear, knn}]."""
     out = Path(args.out) / f"{name}-s{seed}"
-    base = [f"data.dataset={args.data}", f"logging.folder={out}", f"meta.seed={seed}", *args.overrides, *overrides]
+    base = [f"data.dataset={args.eval_data}", f"logging.folder={out}", f"meta.seed={seed}", *args.overrides, *overrides]
     cfg, step_s = budgeted_config(recipe_path(args.config), base, args.minutes)
-    every = max(1, round(60 * args.every / step_s))
-    cfg, _ = budgeted_config(
-        recipe_path(args.config),
-        [*base, f"logging.checkpoint_every_steps={every}", "logging.keep_last=100000"],
-        args.minutes,
-    )
+    # Checkpoint spacing follows from the measured step time; set here, not by a second measurement.
+    cfg.logging.checkpoint_every_steps = max(1, round(60 * args.every / step_s))
+    cfg.logging.keep_last = 100000
+    cfg.logging.checkpoint_every_epochs = 10**6  # epoch ends would add probes off the --every grid; the last one stays
     fit(cfg, progress=False)
     device = resolve_device(cfg.meta.device)
     curve = []
@@ -142,6 +150,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE;... (repeatable)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override for every variant")
+    ap.add_argument("--pooling", help="what the probes read (default: each task's default, as `openjepa eval`)")
+    ap.add_argument("--val", type=int, default=0, help="hold out the last N train images as the test split")
     ap.add_argument("--levels", type=float, nargs="*", default=[0.45, 0.5, 0.55, 0.6])
     ap.add_argument("--max-test", type=int)
     ap.add_argument("--out", default="runs/time_to_accuracy")
@@ -149,10 +159,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     variants = [parse_variant(v) for v in args.variant] or [("shipped", [])]
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    args.eval_data = str(validation_split(args.data, args.val, Path(args.out) / "val.npz")) if args.val else args.data
 
-    runs = {name: [run_one(name, o, s, args) for s in args.seeds] for name, o in variants}
+    runs: dict[str, list[list[dict]]] = {}
+    for name, o in variants:
+        for seed in args.seeds:
+            runs.setdefault(name, []).append(run_one(name, o, seed, args))
+            # every finished (variant, seed) is kept, so an interrupted bench loses only the run in flight
+            (Path(args.out) / "partial.json").write_text(json.dumps({"runs": runs}) + "\n")
     summary = {name: summarise(curves) for name, curves in runs.items()}
-    cfg, _ = budgeted_config(recipe_path(args.config), [f"data.dataset={args.data}", *args.overrides], 0.01)
+    cfg, _ = budgeted_config(recipe_path(args.config), [f"data.dataset={args.eval_data}", *args.overrides], 0.01)
     device = resolve_device(cfg.meta.device)
     floors = {
         "random init": probe(build_model(cfg).target_encoder, args, device, Path(args.out) / "features"),
@@ -164,6 +180,8 @@ def main() -> None:
         "data": args.data,
         "minutes": args.minutes,
         "seeds": args.seeds,
+        "val_holdout": args.val,
+        "pooling": args.pooling,
         "floors": floors,
         "curves": summary,
         "runs": runs,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -39,12 +40,18 @@ def test_time_to_accuracy__curves_per_variant_and_seed_with_floors_and_a_chart(t
     out = tmp_path / "tta"
     cmd = [sys.executable, str(REPO / "bench" / "time_to_accuracy.py"), "--data", str(data), "--config", "demo"]
     cmd += ["--minutes", "0.1", "--every", "0.03", "--seeds", "0", "1", "--out", str(out)]
+    cmd += ["--val", "24", "--pooling", "avg_last4"]  # probes score held-out train images, never the test split
     cmd += ["--variant", "shipped:", "--variant", "lowlr:optimization.lr=1e-4"]
     for o in TINY:
         cmd += ["--set", o]
     lines = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()
     res = json.loads(lines[-1])
     assert set(res["curves"]) == {"shipped", "lowlr"} and set(res["floors"]) == {"random init", "raw pixels"}
+    assert (res["val_holdout"], res["pooling"]) == (24, "avg_last4")
+    partial = json.loads((out / "partial.json").read_text())  # kept after every (variant, seed)
+    assert partial["runs"] == res["runs"]
+    with np.load(out / "val.npz") as val:
+        assert len(val["x_test"]) == 24 and len(val["x_train"]) == 96 - 24
     for name, runs in res["runs"].items():
         assert len(runs) == 2  # one curve per seed
         assert all(len(curve) >= 2 for curve in runs)  # several checkpoints probed along the way

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument(
         "--pooling",
-        choices=["avg", "avg_last4", "patch"],
+        choices=["avg", "avg_last4", "avg_all", "patch"],
         help="avg: mean of last-layer tokens (paper); avg_last4: last 4 layers; patch: tokens "
         "(default: patch for attentive, avg otherwise)",
     )

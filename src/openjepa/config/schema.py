@@ -132,6 +132,12 @@ class OptimizationConfig:
     on_nonfinite: str = "stop"
     target: str = "representation"
     target_from: str = "output"
+    # Small-scale options, off in the reference recipe (models/regularizers.py, docs/results.md):
+    # targets averaged over the target encoder's last k layers, and VICReg variance/covariance
+    # weights on the per-image mean of the context encoder's tokens.
+    target_layers: int = 1
+    var_weight: float = 0.0
+    cov_weight: float = 0.0
     max_steps: int | None = None  # stop early after this many optimizer steps
     max_minutes: float | None = None  # stop early after this much wall-clock time
     # lr, start_lr and final_lr are the values at lr_reference_batch (the paper's global batch 2048);

@@ -23,5 +23,8 @@ def build_model(cfg: Config) -> IJEPA:
         target_type=cfg.optimization.target,
         target_from=cfg.optimization.target_from,
         loss=cfg.optimization.loss,
+        target_layers=cfg.optimization.target_layers,
+        var_weight=cfg.optimization.var_weight,
+        cov_weight=cfg.optimization.cov_weight,
         **extra,
     )

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..masks.ops import apply_masks, repeat_interleave_batch
 from .registry import create_encoder, create_predictor
+from .regularizers import averaged_targets, variance_covariance
 from .vision_transformer import VisionTransformer, VisionTransformerPredictor, block_parts, mlp_width
 
 TARGET_TYPES = ("representation", "pixels")
@@ -63,6 +64,9 @@ class IJEPA(nn.Module):
         target_type: str = "representation",
         target_from: str = "output",
         loss: str = "smooth_l1",
+        target_layers: int = 1,
+        var_weight: float = 0.0,
+        cov_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if target_type not in TARGET_TYPES:
@@ -71,6 +75,12 @@ class IJEPA(nn.Module):
             raise ValueError(f"target_from must be one of {TARGET_FROM}, got {target_from!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if not 1 <= target_layers <= len(encoder.blocks):
+            raise ValueError(
+                f"target_layers must be between 1 and the encoder depth {len(encoder.blocks)}, got {target_layers}"
+            )
+        if var_weight < 0 or cov_weight < 0:
+            raise ValueError(f"var_weight and cov_weight must be >= 0, got {var_weight} and {cov_weight}")
         self.encoder = encoder
         self.predictor = predictor
         # Made before any DDP wrapping, as in the reference: both encoders start identical.
@@ -80,6 +90,8 @@ class IJEPA(nn.Module):
         self.target_type = target_type
         self.target_from = target_from
         self.loss_type = loss
+        self.target_layers = target_layers
+        self.var_weight, self.cov_weight = var_weight, cov_weight
         # The plain reference-style arrangement (one predictor call per target block) for
         # baselines; the default batches every block into one call (same outputs, fewer passes).
         self.predictor_per_block = False
@@ -98,6 +110,9 @@ class IJEPA(nn.Module):
         target_type: str = "representation",
         target_from: str = "output",
         loss: str = "smooth_l1",
+        target_layers: int = 1,
+        var_weight: float = 0.0,
+        cov_weight: float = 0.0,
         **encoder_kwargs,
     ) -> IJEPA:
         """Build the three networks from a preset name, as the reference's `init_model` does."""
@@ -118,11 +133,24 @@ class IJEPA(nn.Module):
             init=init,
             out_dim=out_dim,
         )
-        return cls(encoder, predictor, target_type=target_type, target_from=target_from, loss=loss)
+        return cls(
+            encoder,
+            predictor,
+            target_type=target_type,
+            target_from=target_from,
+            loss=loss,
+            target_layers=target_layers,
+            var_weight=var_weight,
+            cov_weight=cov_weight,
+        )
 
     def arch(self) -> dict:
         """Plain-dict description of the architecture, stored in checkpoints to rebuild it exactly."""
         enc, pred = self.encoder, self.predictor
+        # The small-scale objective options are written only when set, so checkpoints (and
+        # their architecture checks) from before they existed stay valid.
+        options = {"target_layers": self.target_layers, "var_weight": self.var_weight, "cov_weight": self.cov_weight}
+        defaults = {"target_layers": 1, "var_weight": 0.0, "cov_weight": 0.0}
         return {
             "patch_size": enc.patch_size,
             "img_size": list(enc.img_size),
@@ -136,6 +164,7 @@ class IJEPA(nn.Module):
             "target_type": self.target_type,
             "target_from": self.target_from,
             "loss": self.loss_type,
+            **{k: v for k, v in options.items() if v != defaults[k]},
         }
 
     @classmethod
@@ -163,6 +192,9 @@ class IJEPA(nn.Module):
             target_type=arch.get("target_type", "representation"),
             target_from=arch.get("target_from", "output"),
             loss=arch.get("loss", "smooth_l1"),
+            target_layers=arch.get("target_layers", 1),
+            var_weight=arch.get("var_weight", 0.0),
+            cov_weight=arch.get("cov_weight", 0.0),
         )
 
     @torch.no_grad()
@@ -180,6 +212,9 @@ class IJEPA(nn.Module):
             # Ablation (paper Table 11): the target encoder sees only each target block.
             h = self.target_encoder(imgs, masks_pred)
             h = F.layer_norm(h, (h.size(-1),))
+        elif self.target_layers > 1:
+            layers = self.target_encoder.get_intermediate_layers(imgs, self.target_layers)  # k x (B, N, D)
+            h = apply_masks(averaged_targets(layers), masks_pred)  # (npred * B, Kp, D)
         else:
             h = self.target_encoder(imgs)  # (B, N, D), includes the encoder's own final LayerNorm
             h = F.layer_norm(h, (h.size(-1),))  # the reference's second, parameter-free norm
@@ -190,7 +225,12 @@ class IJEPA(nn.Module):
         self, imgs: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
     ) -> torch.Tensor:
         """Predictions (npred * nenc * B, Kp, D) from the context blocks."""
-        z = self.encoder(imgs, masks_enc)  # (nenc * B, Kc, D)
+        return self._predict_from(self.encoder(imgs, masks_enc), masks_enc, masks_pred)
+
+    def _predict_from(
+        self, z: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Predictions from the context encoder's (nenc * B, Kc, D) tokens `z`."""
         if self.predictor_per_block:
             # Mask-major row order, like the batched call: block j's rows are the j-th chunk.
             return torch.cat([self.predictor(z, masks_enc, [m]) for m in masks_pred], dim=0)
@@ -201,5 +241,10 @@ class IJEPA(nn.Module):
     ) -> torch.Tensor:
         """The I-JEPA loss for one batch."""
         targets = self.targets(imgs, masks_enc, masks_pred)
-        predictions = self.predict(imgs, masks_enc, masks_pred)
-        return ijepa_loss(predictions, targets.to(predictions.dtype), self.loss_type)
+        z = self.encoder(imgs, masks_enc)  # (nenc * B, Kc, D)
+        predictions = self._predict_from(z, masks_enc, masks_pred)
+        loss = ijepa_loss(predictions, targets.to(predictions.dtype), self.loss_type)
+        if self.var_weight or self.cov_weight:
+            variance, covariance = variance_covariance(z.mean(dim=1))  # per-image context means (nenc * B, D)
+            loss = loss + self.var_weight * variance + self.cov_weight * covariance
+        return loss

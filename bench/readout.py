@@ -1,0 +1,96 @@
+"""What the probe should read: layer choices and kNN feature normalisation, scored on validation.
+
+For each given run (its last checkpoint, or `--step`), the target encoder's per-layer token means
+(`avg_all` pooling) are extracted once on a validation split carved from train (`--val N`: the last
+N train images are scored, the rest fit the probes). Each readout is a slice of those features:
+the last layer (`avg`, the paper's linear-probe readout), the last 2, the last 4 (`avg_last4`, the
+paper's low-shot readout) and all layers. kNN is scored on raw features (L2-normalised, DINO's
+protocol) and on standardised ones (train mean and std, then L2). The random-init encoder is
+scored the same way. Prints one JSON line.
+
+    python bench/readout.py --data ../shared/data/cifar10_32px.npz --val 5000 --run runs/tta15/shipped-s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+from quality import validation_split  # bench/ is on sys.path when run as a script
+
+from openjepa.config import load_config
+from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
+from openjepa.evaluate.features import extract_features
+from openjepa.evaluate.knn import knn_eval
+from openjepa.evaluate.linear import linear_probe
+from openjepa.models.build import build_model
+
+
+def readouts(depth: int, dim: int) -> dict[str, slice]:
+    """Column slices of `avg_all` features (oldest layer first) for each layer choice."""
+    out = {"last1": slice((depth - 1) * dim, depth * dim)}
+    for n in (2, 4):
+        if n < depth:
+            out[f"last{n}"] = slice((depth - n) * dim, depth * dim)
+    out[f"all{depth}"] = slice(0, depth * dim)
+    return out
+
+
+def standardised(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both splits centred and scaled by the train split's per-feature statistics."""
+    mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
+    return (train - mean) / std, (test - mean) / std
+
+
+def score(encoder: torch.nn.Module, data: str, img_size: int) -> dict:
+    """Linear and kNN top-1 of every readout of one encoder."""
+    from openjepa.evaluate.runner import eval_datasets
+
+    train_ds, test_ds = eval_datasets(data, img_size)
+    xtr, ytr = extract_features(encoder, train_ds, pooling="avg_all", progress=False)
+    xte, yte = extract_features(encoder, test_ds, pooling="avg_all", progress=False)
+    depth, dim = len(encoder.blocks), encoder.embed_dim  # type: ignore[arg-type]
+    rows = {}
+    for name, cols in readouts(depth, dim).items():
+        a, b = xtr[:, cols], xte[:, cols]
+        sa, sb = standardised(a, b)
+        rows[name] = {
+            "linear": round(linear_probe(a, ytr, b, yte).top1, 4),
+            "knn": round(knn_eval(a, ytr, b, yte).top1, 4),
+            "knn_standardised": round(knn_eval(sa, ytr, sb, yte).top1, 4),
+        }
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="dataset (.npz or a name) whose train split is carved")
+    ap.add_argument("--val", type=int, required=True, help="last N train images scored; the rest fit the probes")
+    ap.add_argument("--run", action="append", required=True, help="run folder (repeatable)")
+    ap.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    ap.add_argument("--out", default="runs/readout")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = str(validation_split(args.data, args.val, out / "val.npz"))
+    result: dict = {"bench": "readout", "data": args.data, "val_holdout": args.val, "runs": {}}
+    cfg = None
+    for run in args.run:
+        cfg = load_config(Path(run) / "params-ijepa.yaml")
+        ckpts = dict(list_checkpoints(Path(run)))
+        step = args.step if args.step is not None else max(ckpts)
+        encoder = build_model(cfg).target_encoder
+        encoder.load_state_dict(load_checkpoint(ckpts[step])["target_encoder"])
+        result["runs"][f"{run}@{step}"] = score(encoder, data, cfg.data.crop_size)
+    assert cfg is not None
+    result["random_init"] = score(build_model(cfg).target_encoder, data, cfg.data.crop_size)
+    result.update(cpu=platform.processor() or platform.machine(), torch=torch.__version__)
+    (out / "readout.json").write_text(json.dumps(result) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -119,6 +119,8 @@ def test_bench_ablations__one_quality_command_per_row_with_its_switch(tmp_path):
         "one_block": "mask.strategy=block",
         "target_from_input": "optimization.target_from=input",
         "pred_depth_1": "meta.pred_depth=1",
+        "avg_targets_3": "optimization.target_layers=3",
+        "vicreg": "optimization.var_weight=1.0",  # the first of its two switches
     }
     assert len(out) == len(switches)
     for line, (row, switch) in zip(out, switches.items()):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from openjepa.data import ImageFolderDataset, NpzImageDataset, ShapesDataset, build_dataset
+from openjepa.data import ImageFolderDataset, NpzImageDataset, ObjectsDataset, ShapesDataset, build_dataset
 
 
 @pytest.fixture()
@@ -48,9 +48,13 @@ def test_build_dataset__shapes_forms_and_test_split_is_quarter():
     assert len(test) == 10 and test.split == "test"
     assert len(build_dataset("shapes", split="test", img_size=8)) == 5000 // 4  # default N=5000
     assert isinstance(build_dataset("demo", split="test", img_size=8), ShapesDataset)
+    objects = build_dataset("objects", split="test", img_size=16)
+    assert isinstance(objects, ObjectsDataset) and len(objects) == 5000 // 4 and objects.classes[0] == "square"
+    objects = build_dataset("objects:40", img_size=16, label_key="count")
+    assert isinstance(objects, ObjectsDataset) and len(objects) == 40 and objects.classes == ["1", "2", "3", "4"]
 
 
-@pytest.mark.parametrize("spec", ["imagenet", "shapes:abc", "shapes:0", "", "/no/such/dir"])
+@pytest.mark.parametrize("spec", ["imagenet", "shapes:abc", "shapes:0", "objects:x", "", "/no/such/dir"])
 def test_build_dataset__unknown_spec_lists_accepted_forms(spec):
     with pytest.raises(ValueError) as err:
         build_dataset(spec)

@@ -31,6 +31,7 @@ from openjepa.data.spec import DEFAULT_SHAPES_N, KINDS, image_inputs
         ("SHARDS:/d/A::/d/B", "shards", "/d/A::/d/B", None),
         ("shapes", "shapes", None, DEFAULT_SHAPES_N),
         ("DEMO", "shapes", None, DEFAULT_SHAPES_N),
+        ("objects:12", "objects", None, 12),
         ("shapes:40", "shapes", None, 40),
         (" Shapes: 7 ", "shapes", None, 7),
         ("C:/data/x.npz", "npz", "C:/data/x.npz", None),  # an unknown prefix is part of a path
@@ -59,7 +60,7 @@ def test_parse__bad_specs_name_every_accepted_form(text):
         parse_data_spec(text)
     msg = str(err.value)
     assert msg.startswith("bad dataset spec") and "\n" not in msg
-    for form in ("npz:PATH", "folder:PATH", "shards:PATTERN", "shapes:N", "demo"):
+    for form in ("npz:PATH", "folder:PATH", "shards:PATTERN", "shapes:N", "objects:N", "demo"):
         assert form in msg
 
 
@@ -139,7 +140,13 @@ def test_image_inputs__folders_and_files_pass_specs_without_files_are_refused(tm
     monkeypatch.chdir(tmp_path)
     photo = tmp_path / "p.jpg"
     assert image_inputs([f"folder:{tmp_path}", str(photo), "missing.png"]) == [str(tmp_path), str(photo), "missing.png"]
-    for spec, kind in (("x.npz", "npz"), ("shards:/x/*.tar", "shards"), ("shapes:10", "shapes"), ("demo", "shapes")):
+    for spec, kind in (
+        ("x.npz", "npz"),
+        ("shards:/x/*.tar", "shards"),
+        ("shapes:10", "shapes"),
+        ("demo", "shapes"),
+        ("objects:4", "objects"),
+    ):
         with pytest.raises(ValueError, match=f"cannot index .*a {kind} dataset holds no image files"):
             image_inputs([spec])
     with pytest.raises(ValueError, match="bad dataset spec"):

@@ -1,4 +1,4 @@
-"""Budget sizing: step timing over the real data loader, epochs sized to the minutes."""
+"""Budget sizing: step timing over the real data loader, the schedule sized in steps to the minutes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import time
 import pytest
 
 from openjepa.data import build as data_build
+from openjepa.train import Schedule
 from openjepa.train.budget import budgeted_config, seconds_per_step, timing_batches
+from openjepa.train.loop import fit
 
 from .test_loop import TINY, tiny_cfg
 
@@ -52,12 +54,27 @@ def test_seconds_per_step__with_loader_workers(tmp_path):
     assert 0 < seconds_per_step(tiny_cfg(tmp_path, "data.num_workers=1"), steps=2) < 60
 
 
-def test_budgeted_config__sizes_epochs_to_minutes(tmp_path, monkeypatch):
-    monkeypatch.setattr("openjepa.train.budget.seconds_per_step", lambda cfg: 0.5)
+def test_budgeted_config__sizes_the_schedule_in_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr("openjepa.train.budget.seconds_per_step", lambda cfg: 0.7)
     over = [*TINY, "data.dataset=shapes:24", f"logging.folder={tmp_path / 'run'}"]
-    # 24 images / batch 4 = 6 steps per epoch at 0.5 s: 1 minute holds 120 steps = 20 epochs
+    # 24 images / batch 4 = 6 steps per epoch at 0.7 s: 1 minute holds 85 steps, 14 1/6 epochs;
+    # whole epochs would have stopped at 84 (or overrun to 90)
     cfg, step_s = budgeted_config(None, over, minutes=1.0)
-    assert step_s == 0.5 and cfg.optimization.epochs == 20 and cfg.optimization.warmup == 2
-    assert cfg.optimization.max_minutes == pytest.approx(1.0)
+    o = cfg.optimization
+    assert step_s == 0.7 and o.epochs == 15 and o.max_steps == 85
+    assert o.max_minutes == pytest.approx(1.0)
+    schedule = Schedule(6, o.epochs, o.warmup, ema=(0.996, 1.0), ipe_scale=o.ipe_scale)
+    assert schedule.total_steps == 85 and schedule.warmup_steps == 8  # 10% of the steps
+    assert schedule.lr(85) == pytest.approx(schedule.final_lr, rel=1e-3)  # the cosine ends on the last step
+    assert schedule.momentum(85) == pytest.approx(1.0, abs=1e-4)
     cfg, _ = budgeted_config(None, over, minutes=0.01)  # too short: the minimum schedule, still capped
-    assert cfg.optimization.epochs == 2 and cfg.optimization.max_minutes == pytest.approx(0.01)
+    assert cfg.optimization.epochs == 2 and cfg.optimization.max_steps == 12
+    assert cfg.optimization.max_minutes == pytest.approx(0.01)
+
+
+def test_budgeted_config__run_stops_at_the_schedule_end(tmp_path, monkeypatch):
+    monkeypatch.setattr("openjepa.train.budget.seconds_per_step", lambda cfg: 6.0)
+    over = [*TINY, "data.dataset=shapes:24", f"logging.folder={tmp_path / 'run'}"]
+    cfg, _ = budgeted_config(None, over, minutes=1.3)  # 13 steps: 2 epochs and one step
+    result = fit(cfg, progress=False)
+    assert result.steps == 13 and cfg.optimization.epochs == 3

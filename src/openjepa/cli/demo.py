@@ -17,20 +17,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override the demo recipe, e.g. --set data.dataset=shapes:4000",
+        help="override the demo recipe, e.g. --set data.dataset=objects:8000",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-figures", action="store_true", help="skip the retrieval grids, decoded predictions and plots")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its table."""
     from ..demo import run_demo
 
-    summary = run_demo(args.minutes, args.out, args.overrides, progress=not args.no_progress)
+    summary = run_demo(
+        args.minutes, args.out, args.overrides, progress=not args.no_progress, figures=not args.no_figures
+    )
     print(
         f"\nI-JEPA demo: {summary['pretrain_steps']} steps ({summary['epochs']} epochs) in "
         f"{summary['seconds'] / 60:.1f} min; held-out accuracy of the frozen encoders:\n"
     )
     print(summary["table"])
-    print(f"\nresults, plots and checkpoints: {summary['folder']}")
+    if summary["figures"]:
+        print("\nwhere to look:")
+        for fig in summary["figures"].values():
+            agree = fig.get("neighbours_with_the_query_label")
+            extra = f" ({agree:.0%} of neighbours share the query's label)" if agree is not None else ""
+            print(f"  {fig['path']}: {fig['shows']}{extra}")
+    print(f"\nresults, checkpoints and the run log: {summary['folder']}")
     return 0

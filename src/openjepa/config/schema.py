@@ -120,7 +120,7 @@ class OptimizationConfig:
     weight_decay: float = 0.04
     final_weight_decay: float = 0.4
     epochs: int = 300
-    warmup: int = 40
+    warmup: float = 40  # epochs; fractional where a budget sizes the schedule in steps (train/budget.py)
     start_lr: float = 2e-4
     lr: float = 1e-3
     final_lr: float = 1e-6

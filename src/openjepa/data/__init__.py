@@ -7,6 +7,7 @@ from openjepa.data.datasets import (
     NpzImageDataset,
 )
 from openjepa.data.loader import EpochSampler, SkipSampler, make_loader, seed_worker
+from openjepa.data.objects import ObjectsDataset
 from openjepa.data.shapes import ShapesDataset
 from openjepa.data.spec import DataSpec, as_data_spec, parse_data_spec
 from openjepa.data.transforms import (
@@ -24,6 +25,7 @@ __all__ = [
     "EpochSampler",
     "ImageFolderDataset",
     "NpzImageDataset",
+    "ObjectsDataset",
     "ShapesDataset",
     "SkipSampler",
     "as_data_spec",

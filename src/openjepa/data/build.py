@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from ..config import Config
 from .datasets import ImageFolderDataset, NpzImageDataset, Transform
 from .named import imagenet_split_folder, named_dataset, prepare
+from .objects import ObjectsDataset
 from .seeded import SeededTransformDataset
 from .shapes import ShapesDataset
 from .shard_samples import ShardSamples
@@ -54,11 +55,12 @@ def _one_label(spec: DataSpec, o: _Options) -> None:
         )
 
 
-def _shapes(spec: DataSpec, split: str, transform: Transform, o: _Options) -> Dataset:
+def _generated(spec: DataSpec, split: str, transform: Transform, o: _Options) -> Dataset:
     total = int(spec.count or 0)
     n = total if normalise_split(split, "build_dataset") == "train" else max(1, total // 4)
     kw: dict[str, Any] = {"img_size": o.img_size} if o.img_size else {}
-    return ShapesDataset(n, split=split, transform=transform, label_key=o.label_key, **kw)
+    cls = ObjectsDataset if spec.kind == "objects" else ShapesDataset
+    return cls(n, split=split, transform=transform, label_key=o.label_key, **kw)
 
 
 def _npz(spec: DataSpec, split: str, transform: Transform, o: _Options) -> Dataset:
@@ -87,7 +89,8 @@ def _shards(spec: DataSpec, split: str, transform: Transform, o: _Options) -> Da
 
 # kind -> builder; a new kind of spec.py needs one entry here
 _BUILDERS: dict[str, Callable[[DataSpec, str, Transform, _Options], Dataset]] = {
-    "shapes": _shapes,
+    "shapes": _generated,
+    "objects": _generated,
     "npz": _npz,
     "folder": _folder,
     "imagenet": _imagenet,

@@ -33,15 +33,15 @@ __all__ = [
     "parse_data_spec",
 ]
 
-KINDS = ("folder", "imagenet", "named", "npz", "shards", "shapes")
+KINDS = ("folder", "imagenet", "named", "npz", "objects", "shards", "shapes")
 DEFAULT_SHAPES_N = 5000
 ACCEPTED_SPECS = (
     "PATH.npz or npz:PATH (packed arrays), an existing directory or folder:PATH "
     "(class sub-folders), imagenet:FOLDER (FOLDER/train/<wnid>/*.JPEG and FOLDER/val/<wnid>/*.JPEG), "
     f"{', '.join(DATASETS)} (downloaded on first use: openjepa data list), "
     "shards:PATTERN (WebDataset tar shards: brace ranges, globs, '::' between lists, or a folder of "
-    ".tar files), shapes, shapes:N or demo "
-    "(built-in offline demo, N train images and N//4 test images)"
+    ".tar files), shapes, shapes:N or demo (the offline demo: N train images of 1-4 shapes, labelled "
+    "by count, and N//4 test images), objects or objects:N (1-4 objects of one kind, labelled by kind)"
 )
 
 
@@ -99,11 +99,14 @@ def _with_path(kind: str) -> Callable[[str, str], DataSpec]:
     return parse
 
 
-def _shapes_count(rest: str, text: str) -> DataSpec:
-    value = rest.strip()
-    if not value.isdigit() or int(value) < 1:
-        raise _bad(text, ": shapes:N needs a positive integer N")
-    return DataSpec("shapes", text, count=int(value))
+def _generated(kind: str) -> Callable[[str, str], DataSpec]:
+    def parse(rest: str, text: str) -> DataSpec:
+        value = rest.strip()
+        if not value.isdigit() or int(value) < 1:
+            raise _bad(text, f": {kind}:N needs a positive integer N")
+        return DataSpec(kind, text, count=int(value))
+
+    return parse
 
 
 # prefix (lower case) -> parser of (rest after the colon, whole text)
@@ -112,7 +115,8 @@ _PREFIXES: dict[str, Callable[[str, str], DataSpec]] = {
     "folder": _with_path("folder"),
     "imagenet": _with_path("imagenet"),
     "shards": _with_path("shards"),
-    "shapes": _shapes_count,
+    "shapes": _generated("shapes"),
+    "objects": _generated("objects"),
 }
 
 
@@ -123,6 +127,7 @@ def _named(name: str, text: str) -> DataSpec:
 # bare name (lower case) -> parser of the whole text
 _NAMES: dict[str, Callable[[str], DataSpec]] = {
     "shapes": lambda text: DataSpec("shapes", text, count=DEFAULT_SHAPES_N),
+    "objects": lambda text: DataSpec("objects", text, count=DEFAULT_SHAPES_N),
     "demo": lambda text: DataSpec("shapes", text, count=DEFAULT_SHAPES_N),
     **{name: functools.partial(_named, name) for name in DATASETS},
 }

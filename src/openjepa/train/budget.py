@@ -1,4 +1,4 @@
-"""Fit a schedule to a wall-clock budget: measure this machine's step time, then size the epochs.
+"""Fit a schedule to a wall-clock budget: measure this machine's step time, then size the schedule in steps.
 
 Used by the demo and bench/quality.py, so short runs still get a full warmup + cosine schedule
 instead of being cut off early in warmup.
@@ -6,6 +6,7 @@ instead of being cut off early in warmup.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Iterator
 
@@ -77,23 +78,31 @@ def seconds_per_step(cfg: Config, steps: int = 8, warmup: int = 2) -> float:
 def budgeted_config(
     path, overrides: list[str], minutes: float, min_epochs: int = 2, warmup_fraction: float = 0.1
 ) -> tuple[Config, float]:
-    """The config with `epochs`/`warmup` sized so its schedule ends within `minutes`, and `max_minutes` set.
+    """The config with its schedule sized in steps to end within `minutes`, and `max_minutes` set as a cap.
 
+    The step count is what the measured step time allows (at least `min_epochs` epochs); epochs are
+    rounded up to hold it, `ipe_scale` (< 1) shortens the lr / wd / EMA schedules to end on that step,
+    and `max_steps` stops the run there, so no part of the budget is lost to whole-epoch rounding.
     Returns (config, measured seconds per step).
     """
     from ..data.build import build_train_dataset
 
     cfg = load_config(path, overrides)
     step_s = seconds_per_step(cfg)
-    steps_per_epoch = max(1, len(build_train_dataset(cfg)) // cfg.data.batch_size // cfg.optimization.accum_steps)
-    epochs = max(min_epochs, int(60 * minutes / step_s) // steps_per_epoch)
-    warmup = max(1, round(warmup_fraction * epochs))
+    ipe = max(1, len(build_train_dataset(cfg)) // cfg.data.batch_size // cfg.optimization.accum_steps)
+    steps = max(min_epochs * ipe, int(60 * minutes / step_s))
+    epochs = math.ceil(steps / ipe)
+    # +0.5: Schedule.total_steps truncates ipe_scale x epochs x ipe with int(), which must give `steps`
+    ipe_scale = (steps + 0.5) / (epochs * ipe)
+    warmup = max(1.0, warmup_fraction * steps) / ipe  # in epochs, as the config counts it
     cfg = load_config(
         path,
         [
             *overrides,
             f"optimization.epochs={epochs}",
-            f"optimization.warmup={warmup}",
+            f"optimization.warmup={warmup!r}",
+            f"optimization.ipe_scale={ipe_scale!r}",
+            f"optimization.max_steps={steps}",
             f"optimization.max_minutes={minutes}",
         ],
     )

@@ -131,7 +131,10 @@ def plot(summary: dict[str, list[dict]], floors: dict[str, dict], out_png: Path)
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
         for label, values in floors.items():
             ax.axhline(values[task], linestyle="--", color="grey")
-            ax.annotate(label, (0, values[task]), fontsize=8, color="grey", va="bottom")
+            # x in axes fraction: the label stays in view however the minutes axis is scaled
+            ax.annotate(
+                label, (0.01, values[task]), xycoords=("axes fraction", "data"), fontsize=8, color="grey", va="bottom"
+            )
         ax.set_title(f"{task} top-1")
         ax.set_xlabel("training minutes")
         ax.grid(alpha=0.3)

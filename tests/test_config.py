@@ -406,7 +406,8 @@ def test_recipes__small_configs_name_their_datasets():
         assert cfg.data.crop_size // cfg.mask.patch_size == 8
         assert cfg.data.dataset == data and parse_data_spec(cfg.data.dataset).kind == "named"
     demo = load_config(CONFIG_DIR / "demo.yaml")
-    assert demo.data.dataset == "shapes:2000" and demo.data.num_workers == 0
+    assert demo.data.dataset == "objects:4000" and demo.data.num_workers == 0  # generated: no download
+    assert parse_data_spec(demo.data.dataset).kind != "named"
 
 
 def test_scale_out_keys__defaults_overrides_and_types(tmp_path):

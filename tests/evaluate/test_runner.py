@@ -16,6 +16,7 @@ from openjepa.evaluate.runner import (
     PIXELS,
     data_key,
     default_label_key,
+    default_pooling,
     eval_datasets,
     evaluate_encoder,
     markdown_summary,
@@ -144,6 +145,18 @@ def test_evaluate_encoder_cache_skips_extraction(npz, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "extract_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("miss")))
     with pytest.raises(AssertionError, match="miss"):
         evaluate_encoder(enc, str(npz), "linear", cache_dir=cache, progress=False)
+
+
+def test_default_pooling__small_encoders_read_all_layers_deeper_ones_the_papers_readout(npz):
+    shallow = create_encoder("vit_tiny", patch_size=4, img_size=8, depth=6)
+    deep = create_encoder("vit_tiny", patch_size=4, img_size=8, depth=7)
+    assert [default_pooling(t, shallow) for t in ("linear", "knn", "lowshot", "attentive")] == [
+        *["avg_all"] * 3,
+        "patch",
+    ]
+    assert [default_pooling(t, deep) for t in ("linear", "knn", "attentive")] == ["avg", "avg", "patch"]
+    res = evaluate_encoder(shallow, str(npz), "knn", progress=False)
+    assert res.pooling == "avg_all"  # what ran is recorded, so a result says what it read
 
 
 def test_data_key_and_default_label_key(npz, tmp_path):

@@ -34,6 +34,7 @@ CHOICES = {
     "optimization.target": ("representation", "pixels"),
     "optimization.target_from": ("output", "input"),
     "optimization.lr_scaling": ("none", "linear", "sqrt"),
+    "optimization.clock": ("steps", "time"),
 }
 OPTIONAL_CHOICES = frozenset({"meta.precision"})  # None allowed: derived from another key
 
@@ -140,6 +141,10 @@ class OptimizationConfig:
     cov_weight: float = 0.0
     max_steps: int | None = None  # stop early after this many optimizer steps
     max_minutes: float | None = None  # stop early after this much wall-clock time
+    # What the lr / wd / EMA schedules follow: "steps" (the reference) or "time", the share of
+    # max_minutes elapsed, so a budgeted run ends its cosine and its EMA ramp as the budget ends
+    # however fast its steps turn out (train/budget.py); "time" needs max_minutes.
+    clock: str = "steps"
     # lr, start_lr and final_lr are the values at lr_reference_batch (the paper's global batch 2048);
     # "none" keeps them whatever the global batch (batch_size x processes x accum_steps) is, as the
     # reference does; "linear" / "sqrt" scale them by (global / reference) or its square root.

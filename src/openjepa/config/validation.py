@@ -135,6 +135,13 @@ def _check_coupled(cfg: Config) -> None:
             f"longer than optimization.epochs={o.epochs}",
             "set optimization.warmup between 0 and optimization.epochs",
         )
+    if o.clock == "time" and o.max_minutes is None:
+        raise _fail(
+            "optimization.clock",
+            o.clock,
+            "a schedule that follows the clock needs a budget",
+            "set optimization.max_minutes, or optimization.clock=steps",
+        )
     num_patches = (d.crop_size // k.patch_size) ** 2
     if k.min_keep >= num_patches:
         raise _fail(

@@ -20,7 +20,7 @@ from ..config import Config, recipe_path
 from ..core.checkpoint import load_checkpoint
 from ..core.distributed import DistEnv, resolve_device
 from ..evaluate.results import EvalResult
-from ..evaluate.runner import evaluate_encoder, markdown_summary
+from ..evaluate.runner import default_pooling, evaluate_encoder, markdown_summary
 from ..models.build import build_model
 from ..train.budget import budgeted_config
 from ..train.loop import fit
@@ -29,7 +29,6 @@ from .figures import WHERE_TO_LOOK, prediction_figure, retrieval_figure
 
 logger = logging.getLogger("openjepa.demo")
 PRETRAIN_SHARE = 0.75  # of the wall-clock budget; the rest goes to feature extraction, probes and figures
-POOLING = "avg"  # token mean of the last layer: the evaluation default
 
 
 def run_demo(
@@ -45,9 +44,9 @@ def run_demo(
     cfg, step_s = budgeted_config(recipe_path("demo"), [f"logging.folder={out}", *overrides], minutes * PRETRAIN_SHARE)
     device = resolve_device(cfg.meta.device)
     logger.info(
-        "demo: %.2f s/step measured; %d steps fit in %.1f minutes",
+        "demo: %.2f s/step measured; about %d steps fit in %.1f minutes",
         step_s,
-        cfg.optimization.max_steps,
+        round(60 * minutes * PRETRAIN_SHARE / step_s),
         minutes * PRETRAIN_SHARE,
     )
     result = fit(cfg, progress=progress, env=DistEnv(device=device))
@@ -64,7 +63,7 @@ def run_demo(
         "pretrain_steps": result.steps,
         "epochs": result.epochs_completed,
         "last_loss": result.last_loss,
-        "pooling": POOLING,
+        "pooling": default_pooling("linear", learned),
         "folder": str(result.folder),
         "results": [r.to_dict() for r in rows],
         "table": table,
@@ -83,7 +82,7 @@ def _probe(encoders: dict[str, nn.Module], cfg: Config, checkpoint: str, device:
     rows = []
     for name, enc in encoders.items():
         for task in ("linear", "knn"):
-            r = evaluate_encoder(enc, data, task, pooling=POOLING, device=device, progress=False)
+            r = evaluate_encoder(enc, data, task, device=device, progress=False)  # the evaluation default
             rows.append(replace(r, checkpoint=checkpoint if name.startswith("I-JEPA") else "random", encoder=name))
     return rows
 
@@ -95,7 +94,8 @@ def _figures(
     data, size = str(cfg.data.dataset), cfg.data.crop_size
     made: dict[str, dict[str, Any]] = {}
     for name, enc in zip(("retrieval_learned.png", "retrieval_random.png"), encoders.values()):
-        path, agree = retrieval_figure(enc, data, size, POOLING, folder / name, device=device)
+        pooling = default_pooling("knn", enc)  # what the kNN row read
+        path, agree = retrieval_figure(enc, data, size, pooling, folder / name, device=device)
         made[name] = {"path": str(path), "neighbours_with_the_query_label": round(agree, 3)}
     predicted = prediction_figure(checkpoint, data, folder / "predictions.png", device=device)
     if predicted is not None:

@@ -76,14 +76,16 @@ def seconds_per_step(cfg: Config, steps: int = 8, warmup: int = 2) -> float:
 
 
 def budgeted_config(
-    path, overrides: list[str], minutes: float, min_epochs: int = 2, warmup_fraction: float = 0.1
+    path, overrides: list[str], minutes: float, min_epochs: int = 2, warmup_fraction: float = 0.1, clock: str = "time"
 ) -> tuple[Config, float]:
-    """The config with its schedule sized in steps to end within `minutes`, and `max_minutes` set as a cap.
+    """The config with its schedule sized to end within `minutes`, and `max_minutes` set as a cap.
 
     The step count is what the measured step time allows (at least `min_epochs` epochs); epochs are
-    rounded up to hold it, `ipe_scale` (< 1) shortens the lr / wd / EMA schedules to end on that step,
-    and `max_steps` stops the run there, so no part of the budget is lost to whole-epoch rounding.
-    Returns (config, measured seconds per step).
+    rounded up to hold it and `ipe_scale` (< 1) shortens the lr / wd / EMA schedules to end on that step.
+    clock="steps": `max_steps` stops the run there, so a step-time estimate that is off ends the run early
+    or cuts it. clock="time" (the default): the schedules follow the share of the budget elapsed
+    (`optimization.clock`), the estimate only sets their resolution, and the run trains until the budget
+    ends (with room for 2x the estimated steps). Returns (config, measured seconds per step).
     """
     from ..data.build import build_train_dataset
 
@@ -91,10 +93,11 @@ def budgeted_config(
     step_s = seconds_per_step(cfg)
     ipe = max(1, len(build_train_dataset(cfg)) // cfg.data.batch_size // cfg.optimization.accum_steps)
     steps = max(min_epochs * ipe, int(60 * minutes / step_s))
-    epochs = math.ceil(steps / ipe)
+    epochs = math.ceil((2 if clock == "time" else 1) * steps / ipe)
     # +0.5: Schedule.total_steps truncates ipe_scale x epochs x ipe with int(), which must give `steps`
     ipe_scale = (steps + 0.5) / (epochs * ipe)
     warmup = max(1.0, warmup_fraction * steps) / ipe  # in epochs, as the config counts it
+    stop = [f"optimization.max_steps={steps}"] if clock == "steps" else []
     cfg = load_config(
         path,
         [
@@ -102,7 +105,8 @@ def budgeted_config(
             f"optimization.epochs={epochs}",
             f"optimization.warmup={warmup!r}",
             f"optimization.ipe_scale={ipe_scale!r}",
-            f"optimization.max_steps={steps}",
+            f"optimization.clock={clock}",
+            *stop,
             f"optimization.max_minutes={minutes}",
         ],
     )

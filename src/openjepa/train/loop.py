@@ -153,7 +153,7 @@ def _step(run: Run, st: LoopState, micro: list) -> None:
     """One optimizer step on `micro` (accum_steps batches): train, log its row, watch for collapse, flush the log."""
     env, opt, log = run.env, run.cfg.optimization, run.cfg.logging
     st.step += 1
-    lr, wd, momentum = run.schedule.at(st.step)
+    lr, wd, momentum = run.schedule.at(st.step if opt.clock == "steps" else clock_position(run, st))
     result = train_step(
         run.net,
         run.optimizer,
@@ -207,6 +207,20 @@ def _step(run: Run, st: LoopState, micro: list) -> None:
             run.bar.set_postfix(**postfix, data_wait=f"{window_wait:.0%}")
 
 
+def _budget_seconds(run: Run, st: LoopState) -> float:
+    """Seconds counted against max_minutes: this process's (clock=steps), the whole run's (clock=time)."""
+    since_start = time.perf_counter() - run.t0
+    return since_start + st.clock_offset if run.cfg.optimization.clock == "time" else since_start
+
+
+def clock_position(run: Run, st: LoopState) -> int:
+    """The schedule step that the elapsed share of the budget reaches (clock=time), in [1, schedule length]."""
+    total = run.schedule.total_steps
+    assert run.cfg.optimization.max_minutes is not None  # validation: clock=time needs a budget
+    share = _budget_seconds(run, st) / (60 * run.cfg.optimization.max_minutes)
+    return min(total, max(1, math.ceil(share * total)))
+
+
 def _stop_requested(run: Run, st: LoopState, stops: StopSignals) -> str | None:
     """'preempted' (a stop signal), 'max_minutes' or None; with several ranks all ranks agree,
     at the steps where the log is written (a collective that waits for the device)."""
@@ -214,7 +228,7 @@ def _stop_requested(run: Run, st: LoopState, stops: StopSignals) -> str | None:
     local = (
         2
         if stops.received is not None
-        else (1 if opt.max_minutes is not None and (time.perf_counter() - run.t0) > 60 * opt.max_minutes else 0)
+        else (1 if opt.max_minutes is not None and _budget_seconds(run, st) > 60 * opt.max_minutes else 0)
     )
     if env.distributed:
         if st.step % run.cfg.logging.log_freq and st.step < run.total_steps:

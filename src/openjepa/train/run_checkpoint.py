@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -117,6 +118,7 @@ def write_run_checkpoint(run: Run, st: LoopState, reason: str, reference: bool =
         "reason": reason,
         "loss": st.last_loss,
         "skipped_steps": st.skips.total,
+        "train_seconds": st.clock_offset + time.perf_counter() - run.t0,
     }
     try:
         path = save_checkpoint(

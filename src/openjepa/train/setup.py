@@ -162,6 +162,8 @@ def _schedule(cfg: Config, env: DistEnv, n_images: int) -> tuple[Schedule, int, 
             f"{n_images} images are too few for one step of batch {cfg.data.batch_size} "
             f"x {env.world_size} ranks x {o.accum_steps} accumulation; lower data.batch_size"
         )
+    if env.distributed and o.clock == "time":  # ranks would read different clocks and step with different lrs
+        raise ValueError("optimization.clock=time runs on one process; use optimization.clock=steps with several")
     global_batch = cfg.data.batch_size * env.world_size * o.accum_steps
     scale = lr_scale(cfg, global_batch)
     schedule = Schedule(
@@ -234,4 +236,5 @@ def initial_state(run: Run, found: tuple[Path, dict] | None) -> LoopState:
         batch_in_epoch=state["batch_in_epoch"],
         last_ckpt=path,
         saved_step=state["step"],
+        clock_offset=state.get("train_seconds", 0.0),
     )

@@ -92,6 +92,7 @@ class LoopState:
     epoch_losses: list[float] = field(default_factory=list)  # finite losses of the current epoch
     stop_reason: str | None = None  # None while running; set where the loop stops
     t_step: float = field(default_factory=time.perf_counter)  # when the previous step ended
+    clock_offset: float = 0.0  # seconds trained by the processes before this one (a resumed run)
     data_wait: DataWait = field(default_factory=DataWait)  # time blocked in next(loader) (not checkpointed)
 
     @property

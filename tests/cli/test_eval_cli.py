@@ -25,7 +25,8 @@ def _eval(tmp_path: Path, task: str, data: str, *extra: str, checkpoint: list[st
 def _check(res: dict, task: str, n_train: int, n_test: int, top5: bool) -> None:
     assert KEYS <= set(res)
     assert res["task"] == task and res["checkpoint"] == "random:vit_tiny" and res["encoder"] == "random"
-    assert res["pooling"] == ("patch" if task == "attentive" else "avg")
+    # the CLI encoder has 1 block: pooled probes read all its layers by default (default_pooling)
+    assert res["pooling"] == ("patch" if task == "attentive" else "avg_all")
     assert (res["n_train"], res["n_test"]) == (n_train, n_test)
     assert 0.0 <= res["top1"] <= 1.0 and res["seconds"] >= 0
     assert ("top5" in res) == top5

@@ -43,6 +43,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "VICReg variance (1.0) and covariance (0.04) terms on the context encoder's per-image means (C-JEPA)",
         ["optimization.var_weight=1.0", "optimization.cov_weight=0.04"],
     ),
+    "sigreg": (
+        "SIGReg (LeJEPA, weight 0.05) on the context encoder's per-image means",
+        ["optimization.sigreg_weight=0.05"],
+    ),
 }
 
 

@@ -121,6 +121,7 @@ def test_bench_ablations__one_quality_command_per_row_with_its_switch(tmp_path):
         "pred_depth_1": "meta.pred_depth=1",
         "avg_targets_3": "optimization.target_layers=3",
         "vicreg": "optimization.var_weight=1.0",  # the first of its two switches
+        "sigreg": "optimization.sigreg_weight=0.05",
     }
     assert len(out) == len(switches)
     for line, (row, switch) in zip(out, switches.items()):

@@ -39,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
         print("\nwhere to look:")
         for fig in summary["figures"].values():
             agree = fig.get("neighbours_with_the_query_label")
-            extra = f" ({agree:.0%} of neighbours share the query's label)" if agree is not None else ""
+            extra = (
+                f" (over all test images, {agree:.0%} of neighbours share the query's label)"
+                if agree is not None
+                else ""
+            )
             print(f"  {fig['path']}: {fig['shows']}{extra}")
     print(f"\nresults, checkpoints and the run log: {summary['folder']}")
     return 0

@@ -139,6 +139,7 @@ class OptimizationConfig:
     target_layers: int = 1
     var_weight: float = 0.0
     cov_weight: float = 0.0
+    sigreg_weight: float = 0.0  # LeJEPA's SIGReg on the same context means (models/regularizers.py)
     max_steps: int | None = None  # stop early after this many optimizer steps
     max_minutes: float | None = None  # stop early after this much wall-clock time
     # What the lr / wd / EMA schedules follow: "steps" (the reference) or "time", the share of

@@ -26,5 +26,6 @@ def build_model(cfg: Config) -> IJEPA:
         target_layers=cfg.optimization.target_layers,
         var_weight=cfg.optimization.var_weight,
         cov_weight=cfg.optimization.cov_weight,
+        sigreg_weight=cfg.optimization.sigreg_weight,
         **extra,
     )

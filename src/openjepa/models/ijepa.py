@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..masks.ops import apply_masks, repeat_interleave_batch
 from .registry import create_encoder, create_predictor
-from .regularizers import averaged_targets, variance_covariance
+from .regularizers import averaged_targets, sigreg, variance_covariance
 from .vision_transformer import VisionTransformer, VisionTransformerPredictor, block_parts, mlp_width
 
 TARGET_TYPES = ("representation", "pixels")
@@ -67,6 +67,7 @@ class IJEPA(nn.Module):
         target_layers: int = 1,
         var_weight: float = 0.0,
         cov_weight: float = 0.0,
+        sigreg_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if target_type not in TARGET_TYPES:
@@ -79,8 +80,11 @@ class IJEPA(nn.Module):
             raise ValueError(
                 f"target_layers must be between 1 and the encoder depth {len(encoder.blocks)}, got {target_layers}"
             )
-        if var_weight < 0 or cov_weight < 0:
-            raise ValueError(f"var_weight and cov_weight must be >= 0, got {var_weight} and {cov_weight}")
+        if min(var_weight, cov_weight, sigreg_weight) < 0:
+            raise ValueError(
+                "var_weight, cov_weight and sigreg_weight must be >= 0, "
+                f"got {var_weight}, {cov_weight} and {sigreg_weight}"
+            )
         self.encoder = encoder
         self.predictor = predictor
         # Made before any DDP wrapping, as in the reference: both encoders start identical.
@@ -91,7 +95,7 @@ class IJEPA(nn.Module):
         self.target_from = target_from
         self.loss_type = loss
         self.target_layers = target_layers
-        self.var_weight, self.cov_weight = var_weight, cov_weight
+        self.var_weight, self.cov_weight, self.sigreg_weight = var_weight, cov_weight, sigreg_weight
         # The plain reference-style arrangement (one predictor call per target block) for
         # baselines; the default batches every block into one call (same outputs, fewer passes).
         self.predictor_per_block = False
@@ -113,6 +117,7 @@ class IJEPA(nn.Module):
         target_layers: int = 1,
         var_weight: float = 0.0,
         cov_weight: float = 0.0,
+        sigreg_weight: float = 0.0,
         **encoder_kwargs,
     ) -> IJEPA:
         """Build the three networks from a preset name, as the reference's `init_model` does."""
@@ -142,6 +147,7 @@ class IJEPA(nn.Module):
             target_layers=target_layers,
             var_weight=var_weight,
             cov_weight=cov_weight,
+            sigreg_weight=sigreg_weight,
         )
 
     def arch(self) -> dict:
@@ -149,8 +155,13 @@ class IJEPA(nn.Module):
         enc, pred = self.encoder, self.predictor
         # The small-scale objective options are written only when set, so checkpoints (and
         # their architecture checks) from before they existed stay valid.
-        options = {"target_layers": self.target_layers, "var_weight": self.var_weight, "cov_weight": self.cov_weight}
-        defaults = {"target_layers": 1, "var_weight": 0.0, "cov_weight": 0.0}
+        options = {
+            "target_layers": self.target_layers,
+            "var_weight": self.var_weight,
+            "cov_weight": self.cov_weight,
+            "sigreg_weight": self.sigreg_weight,
+        }
+        defaults = {"target_layers": 1, "var_weight": 0.0, "cov_weight": 0.0, "sigreg_weight": 0.0}
         return {
             "patch_size": enc.patch_size,
             "img_size": list(enc.img_size),
@@ -195,6 +206,7 @@ class IJEPA(nn.Module):
             target_layers=arch.get("target_layers", 1),
             var_weight=arch.get("var_weight", 0.0),
             cov_weight=arch.get("cov_weight", 0.0),
+            sigreg_weight=arch.get("sigreg_weight", 0.0),
         )
 
     @torch.no_grad()
@@ -244,7 +256,11 @@ class IJEPA(nn.Module):
         z = self.encoder(imgs, masks_enc)  # (nenc * B, Kc, D)
         predictions = self._predict_from(z, masks_enc, masks_pred)
         loss = ijepa_loss(predictions, targets.to(predictions.dtype), self.loss_type)
-        if self.var_weight or self.cov_weight:
-            variance, covariance = variance_covariance(z.mean(dim=1))  # per-image context means (nenc * B, D)
-            loss = loss + self.var_weight * variance + self.cov_weight * covariance
+        if self.var_weight or self.cov_weight or self.sigreg_weight:
+            means = z.mean(dim=1)  # per-image context means (nenc * B, D)
+            if self.var_weight or self.cov_weight:
+                variance, covariance = variance_covariance(means)
+                loss = loss + self.var_weight * variance + self.cov_weight * covariance
+            if self.sigreg_weight:
+                loss = loss + self.sigreg_weight * sigreg(means)
         return loss

@@ -47,6 +47,19 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "SIGReg (LeJEPA, weight 0.05) on the context encoder's per-image means",
         ["optimization.sigreg_weight=0.05"],
     ),
+    "patch_fan_in": (
+        "the patch embedding drawn at std 1/sqrt(fan_in) (torchvision's ViT) instead of 0.02",
+        ["meta.init=patch_fan_in"],
+    ),
+    "mse": (
+        "squared error instead of smooth-L1 (the paper writes L2; the reference trains smooth-L1)",
+        ["optimization.loss=mse"],
+    ),
+    "wd_const": (
+        "weight decay held at 0.04 instead of the cosine ramp to 0.4",
+        ["optimization.final_weight_decay=0.04"],
+    ),
+    "two_targets": ("2 target blocks per image instead of 4", ["mask.num_pred_masks=2"]),
 }
 
 

@@ -76,6 +76,24 @@ def probe(encoder: torch.nn.Module | str, args: argparse.Namespace, device: torc
     }
 
 
+def random_inits(variants: list[tuple[str, list[str]]], args: argparse.Namespace) -> dict[str, torch.nn.Module]:
+    """The base recipe's encoder at random init, plus one per variant whose overrides change it (init,
+    depth, width): each variant is then compared with the floor it actually started from."""
+
+    def initial(overrides: list[str]) -> torch.nn.Module:
+        base = [f"data.dataset={args.eval_data}", *args.overrides, *overrides]
+        return build_model(budgeted_config(recipe_path(args.config), base, 0.01)[0]).target_encoder
+
+    base = initial([])
+    out = {"random init": base}
+    for name, overrides in variants:
+        enc = initial(overrides)
+        a, b = base.state_dict(), enc.state_dict()
+        if a.keys() != b.keys() or any(a[k].shape != b[k].shape or not torch.equal(a[k], b[k]) for k in a):
+            out[f"random init ({name})"] = enc
+    return out
+
+
 def run_one(name: str, overrides: list[str], seed: int, args: argparse.Namespace) -> list[dict]:
     """Pretrain one (variant, seed) and probe each of its checkpoints: [{minutes, step, linear, knn}]."""
     out = Path(args.out) / f"{name}-s{seed}"
@@ -174,9 +192,10 @@ def main() -> None:
     cfg, _ = budgeted_config(recipe_path(args.config), [f"data.dataset={args.eval_data}", *args.overrides], 0.01)
     device = resolve_device(cfg.meta.device)
     floors = {
-        "random init": probe(build_model(cfg).target_encoder, args, device, Path(args.out) / "features"),
-        "raw pixels": probe("pixels", args, device, Path(args.out) / "features"),
+        label: probe(encoder, args, device, Path(args.out) / "features")
+        for label, encoder in random_inits(variants, args).items()
     }
+    floors["raw pixels"] = probe("pixels", args, device, Path(args.out) / "features")
     plot(summary, floors, Path(args.out) / "time_to_accuracy.png")
     line = {
         "bench": "time_to_accuracy",

@@ -123,3 +123,16 @@ def test_intermediate_layers__last_layer_equals_forward():
     x = torch.randn(2, 3, 32, 32)
     layers = enc.get_intermediate_layers(x, n=2)
     assert len(layers) == 2 and torch.allclose(layers[-1], enc(x), atol=1e-6)
+
+
+def test_init__patch_fan_in_scales_only_the_patch_embedding():
+    torch.manual_seed(0)
+    ref = vit_tiny(patch_size=4, img_size=32, depth=2)
+    torch.manual_seed(0)
+    fan = vit_tiny(patch_size=4, img_size=32, depth=2, init="patch_fan_in")
+    assert ref.patch_embed.proj.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert fan.patch_embed.proj.weight.std().item() == pytest.approx(48**-0.5, rel=0.1)  # fan-in 3 * 4 * 4
+    for a, b in zip(ref.blocks.parameters(), fan.blocks.parameters()):
+        assert torch.equal(a, b)  # the transformer blocks start where the reference's do
+    with pytest.raises(ValueError, match="init must be one of"):
+        vit_tiny(patch_size=4, img_size=32, depth=2, init="xavier")

@@ -122,6 +122,10 @@ def test_bench_ablations__one_quality_command_per_row_with_its_switch(tmp_path):
         "avg_targets_3": "optimization.target_layers=3",
         "vicreg": "optimization.var_weight=1.0",  # the first of its two switches
         "sigreg": "optimization.sigreg_weight=0.05",
+        "patch_fan_in": "meta.init=patch_fan_in",
+        "mse": "optimization.loss=mse",
+        "wd_const": "optimization.final_weight_decay=0.04",
+        "two_targets": "mask.num_pred_masks=2",
     }
     assert len(out) == len(switches)
     for line, (row, switch) in zip(out, switches.items()):

@@ -21,7 +21,7 @@ from ..masks.ops import apply_masks, repeat_interleave_batch
 from .pos_embed import resize_pos_embed, sincos_2d
 
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
-INIT_MODES = ("reference", "depth_scaled")
+INIT_MODES = ("reference", "depth_scaled", "patch_fan_in")
 
 
 def _to_2tuple(size: int | Sequence[int]) -> tuple[int, int]:
@@ -75,10 +75,18 @@ def _init_module(m: nn.Module, std: float) -> None:
 
 
 def _init_weights(model: nn.Module, blocks: nn.ModuleList, std: float, mode: str) -> None:
-    """Initialise like the reference trains (`reference`), or with its depth rescale kept."""
+    """Initialise like the reference trains (`reference`), with its depth rescale kept (`depth_scaled`),
+    or the reference with a 1/sqrt(fan_in) patch embedding (`patch_fan_in`, a small-scale option)."""
     if mode not in INIT_MODES:
         raise ValueError(f"init must be one of {INIT_MODES}, got {mode!r}")
     model.apply(partial(_init_module, std=std))
+    patch = getattr(getattr(model, "patch_embed", None), "proj", None)
+    if mode == "patch_fan_in" and isinstance(patch, nn.Conv2d):
+        # At std 0.02 a 4x4x3 patch (fan-in 48) embeds to ~0.14 per channel against the sin-cos
+        # position's ~0.7, so content starts buried under position; 1/sqrt(fan_in) (torchvision's
+        # and big_vision's ViT) puts it at ~1. At 14x14x3 (fan-in 588) the two inits differ less.
+        fan_in = patch.in_channels * patch.kernel_size[0] * patch.kernel_size[1]
+        nn.init.trunc_normal_(patch.weight, std=fan_in**-0.5, a=-2.0, b=2.0)
     if mode == "depth_scaled":
         # The reference model divides these by sqrt(2 * layer) but its training helper then
         # re-initialises every Linear, undoing it; "reference" therefore skips this step.

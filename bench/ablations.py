@@ -60,6 +60,12 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         ["optimization.final_weight_decay=0.04"],
     ),
     "two_targets": ("2 target blocks per image instead of 4", ["mask.num_pred_masks=2"]),
+    "xavier": ("Xavier-uniform linears and patch embedding (MAE's ViT init) instead of std 0.02", ["meta.init=xavier"]),
+    "ema_999": ("a slower target: EMA 0.999 -> 1 instead of the recipe's", ["optimization.ema=[0.999,1.0]"]),
+    "two_contexts": (
+        "2 context blocks per image, each predicting the same 4 targets (reference's num_enc_masks)",
+        ["mask.num_enc_masks=2"],
+    ),
 }
 
 

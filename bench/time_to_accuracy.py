@@ -17,7 +17,9 @@ Draws `<out>/time_to_accuracy.png`: kNN and linear top-1 against minutes, one li
 Choose recipes on a validation split (`--val N`: the last N train images become the test split, and
 pretraining never sees them); report the chosen one on test. `--pooling` picks what the probes read
 (default: each task's default). Every finished (variant, seed) curve is written to
-`<out>/partial.json` as it completes, so an interrupted bench keeps what it measured.
+`<out>/partial.json` as it completes, so an interrupted bench keeps what it measured; the same command
+with `--resume` (more seeds or variants may be added) reuses those curves and runs only the rest. A
+run that was interrupted midway is set aside (renamed, never deleted) and started again.
 """
 
 from __future__ import annotations
@@ -94,9 +96,61 @@ def random_inits(variants: list[tuple[str, list[str]]], args: argparse.Namespace
     return out
 
 
+SETTINGS = ("data", "config", "minutes", "every", "val", "overrides", "pooling", "max_test")
+
+
+def load_finished(args: argparse.Namespace, variants: list[tuple[str, list[str]]]) -> dict[str, dict[int, list]]:
+    """The curves a previous call with the same settings finished ({variant: {seed: curve}}), for --resume."""
+    path = Path(args.out) / "partial.json"
+    if not args.resume or not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if "settings" not in saved:
+        raise SystemExit(f"--resume: {path} records no settings (written before --resume existed); use a new --out")
+    for key in SETTINGS:
+        if saved["settings"].get(key) != getattr(args, key):
+            raise SystemExit(
+                f"--resume: {path} was measured with --{key.replace('_', '-')} {saved['settings'].get(key)!r}, "
+                f"this call asks {getattr(args, key)!r}; repeat the earlier settings or use a new --out"
+            )
+    for name, overrides in variants:
+        if saved["variants"].get(name, overrides) != overrides:
+            raise SystemExit(
+                f"--resume: variant {name!r} was run with {saved['variants'][name]}, this call gives {overrides}; "
+                "rename the variant or use a new --out"
+            )
+    return {name: {int(seed): curve for seed, curve in per.items()} for name, per in saved["finished"].items()}
+
+
+def save_finished(args: argparse.Namespace, variants: dict[str, list[str]], finished: dict) -> None:
+    """Write <out>/partial.json: every finished (variant, seed) curve with the settings it was measured with."""
+    line = {"settings": {key: getattr(args, key) for key in SETTINGS}, "variants": variants, "finished": finished}
+    line["runs"] = {name: [per[s] for s in sorted(per)] for name, per in finished.items()}
+    tmp = Path(args.out) / "partial.json.tmp"
+    tmp.write_text(json.dumps(line) + "\n")
+    tmp.replace(Path(args.out) / "partial.json")  # never a half-written file
+
+
+def set_aside(folder: Path, resume: bool) -> None:
+    """Move an unfinished run's folder out of the way (with --resume), never deleting a checkpoint."""
+    if not folder.exists():
+        return
+    if not resume:
+        raise SystemExit(
+            f"{folder} holds an earlier run; repeat the command with --resume to keep the finished runs of "
+            "this --out (the unfinished one is set aside and rerun), or use a new --out"
+        )
+    k = 1
+    while folder.with_name(f"{folder.name}.interrupted-{k}").exists():
+        k += 1
+    folder.rename(folder.with_name(f"{folder.name}.interrupted-{k}"))
+    logging.warning("%s was not finished: moved to %s.interrupted-%d and started again", folder, folder.name, k)
+
+
 def run_one(name: str, overrides: list[str], seed: int, args: argparse.Namespace) -> list[dict]:
     """Pretrain one (variant, seed) and probe each of its checkpoints: [{minutes, step, linear, knn}]."""
     out = Path(args.out) / f"{name}-s{seed}"
+    set_aside(out, args.resume)
     base = [f"data.dataset={args.eval_data}", f"logging.folder={out}", f"meta.seed={seed}", *args.overrides, *overrides]
     cfg, step_s = budgeted_config(recipe_path(args.config), base, args.minutes)
     # Checkpoint spacing follows from the measured step time; set here, not by a second measurement.
@@ -176,18 +230,25 @@ def main() -> None:
     ap.add_argument("--levels", type=float, nargs="*", default=[0.45, 0.5, 0.55, 0.6])
     ap.add_argument("--max-test", type=int)
     ap.add_argument("--out", default="runs/time_to_accuracy")
+    ap.add_argument("--resume", action="store_true", help="reuse the (variant, seed) runs this --out finished")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     variants = [parse_variant(v) for v in args.variant] or [("shipped", [])]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     args.eval_data = str(validation_split(args.data, args.val, Path(args.out) / "val.npz")) if args.val else args.data
 
-    runs: dict[str, list[list[dict]]] = {}
+    finished = load_finished(args, variants)
+    saved_variants = dict(variants)
+    if args.resume and (Path(args.out) / "partial.json").exists():
+        saved_variants = {**json.loads((Path(args.out) / "partial.json").read_text())["variants"], **saved_variants}
     for name, o in variants:
         for seed in args.seeds:
-            runs.setdefault(name, []).append(run_one(name, o, seed, args))
+            if seed in finished.get(name, {}):
+                continue
+            finished.setdefault(name, {})[seed] = run_one(name, o, seed, args)
             # every finished (variant, seed) is kept, so an interrupted bench loses only the run in flight
-            (Path(args.out) / "partial.json").write_text(json.dumps({"runs": runs}) + "\n")
+            save_finished(args, saved_variants, finished)
+    runs = {name: [finished[name][seed] for seed in args.seeds] for name, _ in variants}
     summary = {name: summarise(curves) for name, curves in runs.items()}
     cfg, _ = budgeted_config(recipe_path(args.config), [f"data.dataset={args.eval_data}", *args.overrides], 0.01)
     device = resolve_device(cfg.meta.device)

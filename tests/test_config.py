@@ -270,7 +270,7 @@ def test_overrides__later_wins_and_bad_overrides_refused():
         ("optimization.target_from=middle", "optimization.target_from"),
         ("optimization.on_nonfinite=ignore", "optimization.on_nonfinite"),
         ("mask.truncate=highest", "mask.truncate"),
-        ("meta.init=xavier", "meta.init"),
+        ("meta.init=kaiming", "meta.init"),
         ("optimization.accum_steps=0", "optimization.accum_steps"),
         ("logging.keep_last=0", "logging.keep_last"),
         ("meta.device=gpu", "meta.device"),
@@ -402,7 +402,8 @@ def test_recipes__small_configs_name_their_datasets():
     for name, data in (("cifar10_vit_tiny_p4", "cifar10"), ("imagenette64_vit_tiny_p8", "imagenette")):
         cfg = load_config(CONFIG_DIR / f"{name}.yaml")
         assert cfg.meta.model_name == "vit_tiny" and cfg.meta.depth == 6 and cfg.meta.use_bfloat16 is False
-        assert cfg.optimization.ema == (0.998, 1.0) and cfg.optimization.lr == 5e-4
+        # small recipes run a slower target than the reference's 0.996 -> 1, and a lower peak lr
+        assert cfg.optimization.ema[0] >= 0.998 and cfg.optimization.ema[1] == 1.0 and cfg.optimization.lr == 5e-4
         assert cfg.data.crop_size // cfg.mask.patch_size == 8
         assert cfg.data.dataset == data and parse_data_spec(cfg.data.dataset).kind == "named"
     demo = load_config(CONFIG_DIR / "demo.yaml")

@@ -135,4 +135,16 @@ def test_init__patch_fan_in_scales_only_the_patch_embedding():
     for a, b in zip(ref.blocks.parameters(), fan.blocks.parameters()):
         assert torch.equal(a, b)  # the transformer blocks start where the reference's do
     with pytest.raises(ValueError, match="init must be one of"):
-        vit_tiny(patch_size=4, img_size=32, depth=2, init="xavier")
+        vit_tiny(patch_size=4, img_size=32, depth=2, init="kaiming")
+
+
+def test_init__xavier_draws_every_linear_and_the_patch_embedding_at_xavier_scale():
+    torch.manual_seed(0)
+    enc = vit_tiny(patch_size=4, img_size=32, depth=2, init="xavier")
+    fc1 = enc.blocks[0].mlp.fc1.weight  # (768, 192)
+    assert fc1.std().item() == pytest.approx((2 / (192 + 768)) ** 0.5, rel=0.05)
+    assert fc1.abs().max().item() <= (6 / (192 + 768)) ** 0.5
+    patch = enc.patch_embed.proj.weight  # (192, 3, 4, 4): fan-in 48, fan-out 192 as MAE counts them
+    assert patch.std().item() == pytest.approx((2 / (48 + 192)) ** 0.5, rel=0.1)
+    assert torch.count_nonzero(enc.blocks[0].mlp.fc1.bias) == 0
+    assert torch.equal(enc.norm.weight, torch.ones(192))

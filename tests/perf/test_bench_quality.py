@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -126,12 +127,15 @@ def test_bench_ablations__one_quality_command_per_row_with_its_switch(tmp_path):
         "mse": "optimization.loss=mse",
         "wd_const": "optimization.final_weight_decay=0.04",
         "two_targets": "mask.num_pred_masks=2",
+        "xavier": "meta.init=xavier",
+        "ema_999": "optimization.ema=[0.999,1.0]",
+        "two_contexts": "mask.num_enc_masks=2",
     }
     assert len(out) == len(switches)
     for line, (row, switch) in zip(out, switches.items()):
         assert "bench/quality.py" in line and f"--out {tmp_path / row}" in line
         assert f"--cache {tmp_path / 'features'}" in line  # shared: random init and pixels computed once
-        assert (f"--set {switch}" in line) if switch else "--set" not in line
+        assert (f"--set {shlex.quote(switch)}" in line) if switch else "--set" not in line
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -49,6 +50,45 @@ def test_random_inits__a_floor_for_each_variant_that_starts_elsewhere(tmp_path):
     assert fan.patch_embed.proj.weight.std() > 3 * base.patch_embed.proj.weight.std()
 
 
+def _settings(tmp_path: Path, **changes) -> argparse.Namespace:
+    base = dict(data="x.npz", config="demo", minutes=1.0, every=0.5, val=24, overrides=[], pooling=None, max_test=None)
+    return argparse.Namespace(**{"out": str(tmp_path), "resume": True, **base, **changes})
+
+
+def test_resume__reuses_finished_curves_only_under_the_same_settings(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    from time_to_accuracy import load_finished, save_finished
+
+    curve = [{"step": 5, "minutes": 1.0, "linear": 0.5, "knn": 0.4}]
+    save_finished(_settings(tmp_path), {"a": ["optimization.lr=1e-4"]}, {"a": {0: curve, 2: curve}})
+    assert load_finished(_settings(tmp_path), [("a", ["optimization.lr=1e-4"]), ("b", [])]) == {
+        "a": {0: curve, 2: curve}
+    }
+    assert load_finished(_settings(tmp_path, resume=False), [("a", [])]) == {}  # without --resume: nothing reused
+    with pytest.raises(SystemExit, match="--minutes 1.0"):
+        load_finished(_settings(tmp_path, minutes=2.0), [("a", ["optimization.lr=1e-4"])])
+    with pytest.raises(SystemExit, match="variant 'a' was run with"):
+        load_finished(_settings(tmp_path), [("a", [])])
+
+
+def test_resume__an_unfinished_run_is_set_aside_never_deleted(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    from time_to_accuracy import set_aside
+
+    run = tmp_path / "shipped-s0"
+    run.mkdir()
+    (run / "jepa-ep1.pth.tar").write_bytes(b"checkpoint")
+    with pytest.raises(SystemExit, match="--resume"):
+        set_aside(run, resume=False)
+    set_aside(run, resume=True)
+    assert (
+        not run.exists() and (tmp_path / "shipped-s0.interrupted-1" / "jepa-ep1.pth.tar").read_bytes() == b"checkpoint"
+    )
+    run.mkdir()
+    set_aside(run, resume=True)
+    assert (tmp_path / "shipped-s0.interrupted-2").is_dir()
+
+
 @pytest.mark.slow
 def test_time_to_accuracy__curves_per_variant_and_seed_with_floors_and_a_chart(tmp_path):
     data = _tiny_npz(tmp_path / "tiny.npz")
@@ -78,3 +118,11 @@ def test_time_to_accuracy__curves_per_variant_and_seed_with_floors_and_a_chart(t
     assert minutes == sorted(minutes)
     with Image.open(out / "time_to_accuracy.png") as im:
         assert im.size[0] > 500
+    # the same command with --resume and one more seed trains only that seed
+    seeds = cmd.index("--seeds")
+    cmd[seeds : seeds + 3] = ["--seeds", "0", "1", "2"]
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600, check=True)
+    res2 = json.loads(again.stdout.strip().splitlines()[-1])
+    assert [runs[:2] for runs in res2["runs"].values()] == list(res["runs"].values())
+    assert all(len(runs) == 3 for runs in res2["runs"].values())
+    assert not list(out.glob("*.interrupted-*"))  # nothing was unfinished

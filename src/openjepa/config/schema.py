@@ -25,7 +25,7 @@ ENCODER_HEADS = {"vit_tiny": 3, "vit_small": 6, "vit_base": 12, "vit_large": 16,
 # Allowed values of the string-valued switches, by dotted key.
 CHOICES = {
     "meta.model_name": MODEL_NAMES,
-    "meta.init": ("reference", "depth_scaled", "patch_fan_in"),
+    "meta.init": ("reference", "depth_scaled", "patch_fan_in", "xavier"),
     "meta.precision": ("auto", "fp32", "bf16", "fp16"),
     "mask.strategy": ("multiblock", "random", "block"),
     "mask.truncate": ("lowest", "random"),
@@ -56,7 +56,7 @@ class MetaConfig:
     copy_data: bool = False  # reference SLURM data copy; accepted for compatibility, ignored
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    init: str = "reference"  # reference (plain trunc-normal) | depth_scaled | patch_fan_in
+    init: str = "reference"  # reference (plain trunc-normal) | depth_scaled | patch_fan_in | xavier
     predictor_heads: int | None = None  # None: the encoder's number of heads
     compile: bool = False
     depth: int | None = None  # None: the preset's depth; small-scale recipes use shallower encoders

@@ -21,7 +21,7 @@ from ..masks.ops import apply_masks, repeat_interleave_batch
 from .pos_embed import resize_pos_embed, sincos_2d
 
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
-INIT_MODES = ("reference", "depth_scaled", "patch_fan_in")
+INIT_MODES = ("reference", "depth_scaled", "patch_fan_in", "xavier")
 
 
 def _to_2tuple(size: int | Sequence[int]) -> tuple[int, int]:
@@ -76,10 +76,17 @@ def _init_module(m: nn.Module, std: float) -> None:
 
 def _init_weights(model: nn.Module, blocks: nn.ModuleList, std: float, mode: str) -> None:
     """Initialise like the reference trains (`reference`), with its depth rescale kept (`depth_scaled`),
-    or the reference with a 1/sqrt(fan_in) patch embedding (`patch_fan_in`, a small-scale option)."""
+    or with a small-scale option: a 1/sqrt(fan_in) patch embedding (`patch_fan_in`) or Xavier-uniform
+    linears and patch embedding (`xavier`, as MAE initialises its ViT)."""
     if mode not in INIT_MODES:
         raise ValueError(f"init must be one of {INIT_MODES}, got {mode!r}")
     model.apply(partial(_init_module, std=std))
+    if mode == "xavier":
+        # At width 192, std 0.02 scales each linear's output by ~0.3 (sqrt(192) * 0.02), so a random
+        # encoder stays close to its image-independent position embedding; Xavier scales by ~0.6-1.
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.xavier_uniform_(m.weight.view(m.weight.shape[0], -1))
     patch = getattr(getattr(model, "patch_embed", None), "proj", None)
     if mode == "patch_fan_in" and isinstance(patch, nn.Conv2d):
         # At std 0.02 a 4x4x3 patch (fan-in 48) embeds to ~0.14 per channel against the sin-cos

@@ -27,6 +27,7 @@ import torch
 from openjepa.config import load_config, recipe_path
 from openjepa.core.checkpoint import load_checkpoint
 from openjepa.core.distributed import resolve_device
+from openjepa.core.precision import flush_denormals
 from openjepa.data.build import local_npz
 from openjepa.evaluate.runner import evaluate_encoder
 from openjepa.models.build import build_model
@@ -97,7 +98,10 @@ def main() -> None:
         help="skip the random-init and raw-pixel floors (they do not depend on mask or optimiser "
         "settings; recipe selection saves their probe time)",
     )
+    ap.add_argument("--keep-denormals", action="store_true", help="do not flush subnormals to zero (the CLI does)")
     args = ap.parse_args()
+    if not args.keep_denormals:
+        flush_denormals()  # as `openjepa` does, before the first parallel op
     logging.basicConfig(level=logging.WARNING)
 
     recipe = recipe_path(args.config or default_recipe(args.data))

@@ -1,12 +1,13 @@
-"""What the probe should read: layer choices and kNN feature normalisation, scored on validation.
+"""What the probe should read: layer choices, spatial pooling and kNN normalisation, scored on validation.
 
 For each given run (its last checkpoint, or `--step`), the target encoder's per-layer token means
-(`avg_all` pooling) are extracted once on a validation split carved from train (`--val N`: the last
-N train images are scored, the rest fit the probes). Each readout is a slice of those features:
-the last layer (`avg`, the paper's linear-probe readout), the last 2, the last 4 (`avg_last4`, the
-paper's low-shot readout) and all layers. kNN is scored on raw features (L2-normalised, DINO's
-protocol) and on standardised ones (train mean and std, then L2). The random-init encoder is
-scored the same way. Prints one JSON line.
+over the 4 quadrants of the image (`grid_all` pooling) are extracted once on a validation split
+carved from train (`--val N`: the last N train images are scored, the rest fit the probes). Each
+readout is a slice of those features: the last layer (`avg`, the paper's linear-probe readout), the
+last 2, the last 4 (`avg_last4`, the paper's low-shot readout) and all layers (`avg_all`), each as
+whole-image means (the quadrants averaged) and, prefixed `grid_`, as the quadrant means side by side.
+kNN is scored on raw features (L2-normalised, DINO's protocol) and on standardised ones (train mean
+and std, then L2). The random-init encoder is scored the same way. Prints one JSON line.
 
     python bench/readout.py --data ../shared/data/cifar10_32px.npz --val 5000 --run runs/tta15/shipped-s0
 """
@@ -27,6 +28,9 @@ from openjepa.evaluate.features import extract_features
 from openjepa.evaluate.knn import knn_eval
 from openjepa.evaluate.linear import linear_probe
 from openjepa.models.build import build_model
+from openjepa.models.pooling import GRID
+
+CELLS = GRID * GRID
 
 
 def readouts(depth: int, dim: int) -> dict[str, slice]:
@@ -45,17 +49,27 @@ def standardised(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor,
     return (train - mean) / std, (test - mean) / std
 
 
+def whole_image(grid: torch.Tensor, depth: int, dim: int) -> torch.Tensor:
+    """`grid_all` features (N, L*CELLS*D) -> `avg_all` ones (N, L*D): each layer's quadrant means averaged."""
+    return grid.view(len(grid), depth, CELLS, dim).mean(dim=2).flatten(1)
+
+
 def score(encoder: torch.nn.Module, data: str, img_size: int) -> dict:
     """Linear and kNN top-1 of every readout of one encoder."""
     from openjepa.evaluate.runner import eval_datasets
 
     train_ds, test_ds = eval_datasets(data, img_size)
-    xtr, ytr = extract_features(encoder, train_ds, pooling="avg_all", progress=False)
-    xte, yte = extract_features(encoder, test_ds, pooling="avg_all", progress=False)
+    gtr, ytr = extract_features(encoder, train_ds, pooling="grid_all", progress=False)
+    gte, yte = extract_features(encoder, test_ds, pooling="grid_all", progress=False)
     depth, dim = len(encoder.blocks), encoder.embed_dim  # type: ignore[arg-type]
+    pairs = [("", whole_image(gtr, depth, dim), whole_image(gte, depth, dim), dim), ("grid_", gtr, gte, CELLS * dim)]
+    slices = [
+        (prefix + name, xtr[:, cols], xte[:, cols])
+        for prefix, xtr, xte, d in pairs
+        for name, cols in readouts(depth, d).items()
+    ]
     rows = {}
-    for name, cols in readouts(depth, dim).items():
-        a, b = xtr[:, cols], xte[:, cols]
+    for name, a, b in slices:
         sa, sb = standardised(a, b)
         rows[name] = {
             "linear": round(linear_probe(a, ytr, b, yte).top1, 4),

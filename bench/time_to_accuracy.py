@@ -37,6 +37,7 @@ from quality import validation_split  # bench/ is on sys.path when run as a scri
 from openjepa.config import recipe_path
 from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
 from openjepa.core.distributed import resolve_device
+from openjepa.core.precision import flush_denormals
 from openjepa.evaluate.runner import evaluate_encoder
 from openjepa.models.build import build_model
 from openjepa.train.budget import budgeted_config
@@ -231,7 +232,10 @@ def main() -> None:
     ap.add_argument("--max-test", type=int)
     ap.add_argument("--out", default="runs/time_to_accuracy")
     ap.add_argument("--resume", action="store_true", help="reuse the (variant, seed) runs this --out finished")
+    ap.add_argument("--keep-denormals", action="store_true", help="do not flush subnormals to zero (the CLI does)")
     args = ap.parse_args()
+    if not args.keep_denormals:
+        flush_denormals()  # as `openjepa` does, before the first parallel op
     logging.basicConfig(level=logging.WARNING)
     variants = [parse_variant(v) for v in args.variant] or [("shipped", [])]
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,14 @@ DATA_DIR = Path(
 )  # the lab bench, not the download cache
 
 
+@pytest.fixture(autouse=True)
+def _keep_denormals():
+    """`openjepa` (the CLI, run in-process by some tests) flushes subnormals for the whole thread: undo
+    it after each test, so golden and bitwise comparisons never depend on which tests ran before."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(

@@ -108,3 +108,35 @@ def test_train_step__fp16_loss_scaling_updates_the_model_and_skips_overflow():
     train_step(model, optimizer, micro, 1e-3, 0.04, 0.996, amp_dtype=torch.float16, scaler=scaler)
     assert all(torch.equal(a, b) for a, b in zip(before, model.encoder.parameters()))
     assert scaler.get_scale() < 2.0**60
+
+
+SUBNORMAL = 1e-39  # below float32's smallest normal (1.18e-38)
+
+
+def _survives_arithmetic() -> bool:
+    return float(torch.tensor([SUBNORMAL]) * 1.0) != 0.0
+
+
+def test_flush_denormals__zeroes_subnormal_results_and_can_be_undone():
+    from openjepa.core.precision import flush_denormals
+
+    if not flush_denormals(True):
+        pytest.skip("this CPU has no flush-to-zero mode")
+    try:
+        assert not _survives_arithmetic()
+        assert float(torch.tensor([1e-30]) * 1.0) == pytest.approx(1e-30)  # normal values untouched
+    finally:
+        flush_denormals(False)
+    assert _survives_arithmetic()
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_cli__flushes_denormals_first_unless_told_to_keep_them(monkeypatch, keep):
+    from openjepa.cli import main as cli
+    from openjepa.core import precision
+
+    calls: list[bool] = []
+    monkeypatch.setattr(precision, "flush_denormals", lambda enabled=True: calls.append(enabled) or True)
+    argv = ["--keep-denormals"] if keep else []
+    assert cli.main([*argv, "info"]) == 0  # lists the presets: no heavy work
+    assert calls == ([] if keep else [True])

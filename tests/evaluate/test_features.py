@@ -138,7 +138,7 @@ def test_evaluation_and_embed_share_one_pooling():
     from openjepa.models.pooling import POOLINGS as MODEL_POOLINGS
     from openjepa.models.pooling import pool_features
 
-    assert POOLINGS == MODEL_POOLINGS == ("avg", "avg_last4", "avg_all", "patch")
+    assert POOLINGS == MODEL_POOLINGS == ("avg", "avg_last4", "avg_all", "grid_all", "patch")
     enc = load_encoder("random:vit_tiny", img_size=16, patch_size=4, depth=5, seed=0)
     ds = ImageDataset(N, SIZE)
     for pooling in POOLINGS:

@@ -1,4 +1,4 @@
-"""bench/readout.py: layer-choice slices of `avg_all` features, scored on a validation carve of train."""
+"""bench/readout.py: layer-choice slices of `grid_all` / `avg_all` features, scored on a validation carve of train."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_readouts__slices_pick_the_last_layers_of_avg_all_features():
     sys.path.insert(0, str(REPO / "bench"))
-    from readout import readouts
+    from readout import readouts, whole_image
 
     from openjepa.models.registry import create_encoder
 
@@ -33,6 +33,10 @@ def test_readouts__slices_pick_the_last_layers_of_avg_all_features():
         assert set(slices) == {"last1", "last2", "last4", "all6"}
         assert torch.allclose(feats[:, slices["last1"]], pool_features(enc, imgs, "avg"), atol=1e-5)
         assert torch.allclose(feats[:, slices["last4"]], pool_features(enc, imgs, "avg_last4"), atol=1e-5)
+        grid = pool_features(enc, imgs, "grid_all")  # (2, 6 * 4 * 192)
+        assert torch.allclose(whole_image(grid, 6, 192), feats, atol=1e-5)
+        last1 = readouts(6, 4 * 192)["last1"]  # the last layer's 4 quadrant means
+        assert torch.allclose(grid[:, last1].view(2, 4, 192).mean(1), feats[:, slices["last1"]], atol=1e-5)
 
 
 @pytest.mark.slow
@@ -47,6 +51,6 @@ def test_readout__scores_every_layer_choice_of_a_run_and_of_random_init(tmp_path
     res = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout)
     (scores,) = res["runs"].values()
     for rows in (scores, res["random_init"]):
-        assert set(rows) == {"last1", "all2"}
+        assert set(rows) == {"last1", "all2", "grid_last1", "grid_all2"}
         for row in rows.values():
             assert set(row) == {"linear", "knn", "knn_standardised"} and all(0 <= v <= 1 for v in row.values())

@@ -12,6 +12,7 @@ from ._encoder import DATA_HELP, add_encoder_arguments, add_feature_arguments, e
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `openjepa eval`."""
     from ..evaluate.runner import TASKS
+    from ..models.pooling import POOLINGS
 
     # Checked in run(), not by argparse choices, so an unknown task is a one-line error (exit 2).
     p.add_argument("task", metavar="TASK", help=f"evaluation protocol: one of {', '.join(TASKS)}")
@@ -20,9 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument(
         "--pooling",
-        choices=["avg", "avg_last4", "avg_all", "patch"],
-        help="avg: mean of last-layer tokens (paper); avg_last4: last 4 layers; patch: tokens "
-        "(default: patch for attentive, avg otherwise)",
+        choices=POOLINGS,
+        help="avg: mean of last-layer tokens (paper); avg_last4: last 4 layers; avg_all: every layer; "
+        "grid_all: every layer's means over the image's 4 quadrants; patch: tokens (default: patch "
+        "for attentive; avg, or avg_all for encoders of at most 6 blocks, otherwise)",
     )
     p.add_argument(
         "--label-key",

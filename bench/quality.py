@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 from openjepa.config import load_config, recipe_path
 from openjepa.core.checkpoint import load_checkpoint
 from openjepa.core.distributed import resolve_device
-from openjepa.core.precision import flush_denormals
+from openjepa.core.precision import cpu_summary, flush_denormals
 from openjepa.data.build import local_npz
 from openjepa.evaluate.runner import evaluate_encoder
 from openjepa.models.build import build_model
@@ -197,7 +196,8 @@ def main() -> None:
             if args.floors
             else {}
         ),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cpu": cpu_summary(),
         **({"knn_curve": curve} if curve else {}),
     }
     write_figures(args, cfg, learned, curve)

@@ -2,7 +2,8 @@
 
 For each given run (its last checkpoint, or `--step`), the target encoder's per-layer token means
 over the 4 quadrants of the image (`grid_all` pooling) are extracted once on a validation split
-carved from train (`--val N`: the last N train images are scored, the rest fit the probes). Each
+carved from train (`--val N`: the last N train images are scored, the rest fit the probes; `--val 0`
+scores the data's own test split, for a held-out draw that is not a benchmark's test set). Each
 readout is a slice of those features: the last layer (`avg`, the paper's linear-probe readout), the
 last 2, the last 4 (`avg_last4`, the paper's low-shot readout) and all layers (`avg_all`), each as
 whole-image means (the quadrants averaged) and, prefixed `grid_`, as the quadrant means side by side.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from quality import validation_split  # bench/ is on sys.path when run as a scri
 
 from openjepa.config import load_config
 from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
+from openjepa.core.precision import cpu_summary
 from openjepa.evaluate.features import extract_features
 from openjepa.evaluate.knn import knn_eval
 from openjepa.evaluate.linear import linear_probe
@@ -82,14 +83,20 @@ def score(encoder: torch.nn.Module, data: str, img_size: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="dataset (.npz or a name) whose train split is carved")
-    ap.add_argument("--val", type=int, required=True, help="last N train images scored; the rest fit the probes")
+    ap.add_argument(
+        "--val",
+        type=int,
+        required=True,
+        help="last N train images scored; the rest fit the probes (0: score the data's own test split, for a"
+        " held-out draw that is not the benchmark's test set, such as a generated dataset of another seed)",
+    )
     ap.add_argument("--run", action="append", required=True, help="run folder (repeatable)")
     ap.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     ap.add_argument("--out", default="runs/readout")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = str(validation_split(args.data, args.val, out / "val.npz"))
+    data = args.data if args.val == 0 else str(validation_split(args.data, args.val, out / "val.npz"))
     result: dict = {"bench": "readout", "data": args.data, "val_holdout": args.val, "runs": {}}
     cfg = None
     for run in args.run:
@@ -101,7 +108,7 @@ def main() -> None:
         result["runs"][f"{run}@{step}"] = score(encoder, data, cfg.data.crop_size)
     assert cfg is not None
     result["random_init"] = score(build_model(cfg).target_encoder, data, cfg.data.crop_size)
-    result.update(cpu=platform.processor() or platform.machine(), torch=torch.__version__)
+    result.update(cpu=cpu_summary(), torch=torch.__version__)
     (out / "readout.json").write_text(json.dumps(result) + "\n")
     print(json.dumps(result))
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import statistics
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from quality import validation_split  # bench/ is on sys.path when run as a scri
 from openjepa.config import recipe_path
 from openjepa.core.checkpoint import list_checkpoints, load_checkpoint
 from openjepa.core.distributed import resolve_device
-from openjepa.core.precision import flush_denormals
+from openjepa.core.precision import cpu_summary, flush_denormals
 from openjepa.evaluate.runner import evaluate_encoder
 from openjepa.models.build import build_model
 from openjepa.train.budget import budgeted_config
@@ -276,7 +275,7 @@ def main() -> None:
             name: {f"{task}>={lv}": minutes_to(points, task, lv) for task in TASKS for lv in args.levels}
             for name, points in summary.items()
         },
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_summary(),
         "torch": torch.__version__,
     }
     (Path(args.out) / "time_to_accuracy.json").write_text(json.dumps(line) + "\n")

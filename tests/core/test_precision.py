@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from openjepa.config import ConfigError, load_config
-from openjepa.core.precision import cpu_flags, cpu_native_bf16, requested_precision, resolve_precision
+from openjepa.core.precision import cpu_flags, cpu_native_bf16, cpu_summary, requested_precision, resolve_precision
 from openjepa.train.loop import precision_for
 
 CPU = torch.device("cpu")
@@ -140,3 +140,14 @@ def test_cli__flushes_denormals_first_unless_told_to_keep_them(monkeypatch, keep
     argv = ["--keep-denormals"] if keep else []
     assert cli.main([*argv, "info"]) == 0  # lists the presets: no heavy work
     assert calls == ([] if keep else [True])
+
+
+def test_cpu_summary__names_the_cpu_and_the_flags_that_set_matmul_speed(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Test CPU 9000\nflags\t\t: fpu avx2 avx512f amx_tile amx_bf16\n")
+    summary = cpu_summary(info)
+    assert summary["name"] == "Test CPU 9000"
+    assert summary["flags"] == {"avx2": True, "avx512f": True, "avx512_bf16": False, "amx": ["amx_bf16", "amx_tile"]}
+    assert summary["torch_threads"] == torch.get_num_threads()
+    missing = cpu_summary(tmp_path / "missing")  # no /proc/cpuinfo: still a name, and no flags claimed
+    assert missing["name"] and not any(v for v in missing["flags"].values())

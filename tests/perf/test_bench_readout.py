@@ -40,13 +40,14 @@ def test_readouts__slices_pick_the_last_layers_of_avg_all_features():
 
 
 @pytest.mark.slow
-def test_readout__scores_every_layer_choice_of_a_run_and_of_random_init(tmp_path):
+@pytest.mark.parametrize("val", ["24", "0"])  # 0: the data's own test split is the held-out draw
+def test_readout__scores_every_layer_choice_of_a_run_and_of_random_init(tmp_path, val):
     data = _tiny_npz(tmp_path / "tiny.npz")
     overrides = [*TINY, "meta.depth=2", f"data.dataset={data}", f"logging.folder={tmp_path / 'run'}"]
     fit(
         load_config(recipe_path("demo"), [*overrides, "optimization.epochs=1", "optimization.warmup=0"]), progress=False
     )
-    cmd = [sys.executable, str(REPO / "bench" / "readout.py"), "--data", str(data), "--val", "24"]
+    cmd = [sys.executable, str(REPO / "bench" / "readout.py"), "--data", str(data), "--val", val]
     cmd += ["--run", str(tmp_path / "run"), "--out", str(tmp_path / "readout")]
     res = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout)
     (scores,) = res["runs"].values()
@@ -54,3 +55,5 @@ def test_readout__scores_every_layer_choice_of_a_run_and_of_random_init(tmp_path
         assert set(rows) == {"last1", "all2", "grid_last1", "grid_all2"}
         for row in rows.values():
             assert set(row) == {"linear", "knn", "knn_standardised"} and all(0 <= v <= 1 for v in row.values())
+    assert (tmp_path / "readout" / "val.npz").exists() == (val != "0")  # only a carve writes a split
+    assert res["cpu"]["name"] and set(res["cpu"]["flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx"}

@@ -39,17 +39,32 @@ class Precision:
         return {"precision": self.name, "requested": self.requested, "reason": self.reason}
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU's feature flags (Linux `flags`, or Arm `Features`); empty where they cannot be read."""
+def _cpuinfo_field(cpuinfo: str | Path, keys: tuple[str, ...]) -> str | None:
+    """The first value of any of `keys` in a /proc/cpuinfo-style file; None where absent or unreadable."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (Linux `flags`, or Arm `Features`); empty where they cannot be read."""
+    return frozenset((_cpuinfo_field(cpuinfo, ("flags", "Features")) or "").split())
+
+
+def cpu_summary(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, object]:
+    """What every bench records next to a figure: the CPU's name, the flags that set its fp32/bf16
+    matmul speed (AVX2, AVX-512, AVX512-BF16, AMX) and torch's thread count."""
+    flags = cpu_flags(cpuinfo)
+    name = _cpuinfo_field(cpuinfo, ("model name",)) or platform.processor() or platform.machine()
+    wanted = {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16")}
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    return {"name": name, "flags": {**wanted, "amx": amx}, "torch_threads": torch.get_num_threads()}
 
 
 def cpu_native_bf16(flags: frozenset[str] | None = None) -> tuple[bool, str]:

@@ -36,6 +36,7 @@ def test_demo__tiny_budget_writes_table_results_and_plots(tmp_path, capsys):
     assert set(rows) == {(e, t) for e in ("I-JEPA (target encoder)", "random init") for t in ("linear", "knn")}
     assert all(0.0 <= r["top1"] <= 1.0 and r["n_test"] == 40 for r in rows.values())
     assert summary["pretrain_steps"] >= 1
+    assert summary["pretrain_data"] == summary["probe_data"] == "objects:160"  # below the cap: probed as pretrained
     figures = ("retrieval_learned.png", "retrieval_random.png", "predictions.png", "curves.png", "masks.png", "pca.png")
     for name in (*figures, "results.md", "params-ijepa.yaml"):
         assert (out / name).stat().st_size > 0, name

@@ -19,6 +19,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override the demo recipe, e.g. --set data.dataset=objects:8000",
     )
+    p.add_argument(
+        "--probe-data",
+        default=None,
+        metavar="SPEC",
+        help="labelled data the probes fit and score on (default: the pretraining data; a generated set "
+        "larger than 4,000 train images is probed on a separate draw of 4,000)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-figures", action="store_true", help="skip the retrieval grids, decoded predictions and plots")
 
@@ -28,11 +35,17 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
     summary = run_demo(
-        args.minutes, args.out, args.overrides, progress=not args.no_progress, figures=not args.no_figures
+        args.minutes,
+        args.out,
+        args.overrides,
+        progress=not args.no_progress,
+        figures=not args.no_figures,
+        probe_data=args.probe_data,
     )
     print(
-        f"\nI-JEPA demo: {summary['pretrain_steps']} steps ({summary['epochs']} epochs) in "
-        f"{summary['seconds'] / 60:.1f} min; held-out accuracy of the frozen encoders:\n"
+        f"\nI-JEPA demo: {summary['pretrain_steps']} steps ({summary['epochs']} epochs) on "
+        f"{summary['pretrain_data']} in {summary['seconds'] / 60:.1f} min; accuracy of the frozen encoders "
+        f"on {summary['probe_data']}'s held-out images:\n"
     )
     print(summary["table"])
     if summary["figures"]:

@@ -19,6 +19,7 @@ from torch import nn
 from ..config import Config, recipe_path
 from ..core.checkpoint import load_checkpoint
 from ..core.distributed import DistEnv, resolve_device
+from ..data.spec import parse_data_spec
 from ..evaluate.results import EvalResult
 from ..evaluate.runner import default_pooling, evaluate_encoder, markdown_summary
 from ..models.build import build_model
@@ -29,6 +30,20 @@ from .figures import WHERE_TO_LOOK, prediction_figure, retrieval_figure
 
 logger = logging.getLogger("openjepa.demo")
 PRETRAIN_SHARE = 0.75  # of the wall-clock budget; the rest goes to feature extraction, probes and figures
+PROBE_TRAIN_IMAGES = 4000  # labelled images the probes fit on when pretraining draws more (unlabelled) ones
+
+
+def probe_data_for(data: str) -> str:
+    """The labelled set the demo probes: a generated set capped at PROBE_TRAIN_IMAGES train images, else `data`.
+
+    Pretraining on more generated images costs only their generation; probing on all of them would cost
+    minutes. The capped set is drawn apart from the pretraining images (another count, another stream),
+    and its test split is never trained on.
+    """
+    spec = parse_data_spec(data)
+    if spec.kind in ("objects", "shapes") and spec.count is not None and spec.count > PROBE_TRAIN_IMAGES:
+        return f"{spec.kind}:{PROBE_TRAIN_IMAGES}"
+    return data
 
 
 def run_demo(
@@ -37,8 +52,12 @@ def run_demo(
     overrides: Sequence[str] = (),
     progress: bool = True,
     figures: bool = True,
+    probe_data: str | None = None,
 ) -> dict[str, Any]:
-    """Pretrain within `minutes`, probe learned vs random encoders, write results.json, a table and figures."""
+    """Pretrain within `minutes`, probe learned vs random encoders, write results.json, a table and figures.
+
+    `probe_data`: the labelled data the probes and figures read (default `probe_data_for` the pretraining data).
+    """
     t0 = time.perf_counter()
     # Size the schedule to the budget, so warmup and cosine decay both happen within it.
     cfg, step_s = budgeted_config(recipe_path("demo"), [f"logging.folder={out}", *overrides], minutes * PRETRAIN_SHARE)
@@ -56,7 +75,9 @@ def run_demo(
     assert result.checkpoint is not None  # fit checkpoints at the end of every run
     learned.load_state_dict(load_checkpoint(result.checkpoint)["target_encoder"])
     encoders: dict[str, nn.Module] = {"I-JEPA (target encoder)": learned, "random init": random_enc}
-    rows = _probe(encoders, cfg, str(result.checkpoint), device)
+    assert cfg.data.dataset is not None  # the demo recipe names its dataset
+    probe = probe_data or probe_data_for(str(cfg.data.dataset))
+    rows = _probe(encoders, probe, str(result.checkpoint), device)
     table = _table(rows)
     summary = {
         "minutes_budget": minutes,
@@ -64,10 +85,12 @@ def run_demo(
         "epochs": result.epochs_completed,
         "last_loss": result.last_loss,
         "pooling": default_pooling("linear", learned),
+        "pretrain_data": str(cfg.data.dataset),
+        "probe_data": probe,
         "folder": str(result.folder),
         "results": [r.to_dict() for r in rows],
         "table": table,
-        "figures": _figures(cfg, result.folder, result.checkpoint, encoders, device) if figures else {},
+        "figures": _figures(cfg, probe, result.folder, result.checkpoint, encoders, device) if figures else {},
     }
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     Path(result.folder, "results.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -75,10 +98,8 @@ def run_demo(
     return summary
 
 
-def _probe(encoders: dict[str, nn.Module], cfg: Config, checkpoint: str, device: Any) -> list[EvalResult]:
-    """Linear probe and kNN of each encoder on the demo data's held-out split."""
-    data = cfg.data.dataset
-    assert data is not None  # the demo recipe names its dataset
+def _probe(encoders: dict[str, nn.Module], data: str, checkpoint: str, device: Any) -> list[EvalResult]:
+    """Linear probe and kNN of each encoder, fitted on `data`'s train split, scored on its held-out split."""
     rows = []
     for name, enc in encoders.items():
         for task in ("linear", "knn"):
@@ -88,10 +109,10 @@ def _probe(encoders: dict[str, nn.Module], cfg: Config, checkpoint: str, device:
 
 
 def _figures(
-    cfg: Config, folder: Path, checkpoint: Path, encoders: dict[str, nn.Module], device: Any
+    cfg: Config, data: str, folder: Path, checkpoint: Path, encoders: dict[str, nn.Module], device: Any
 ) -> dict[str, dict[str, Any]]:
-    """Every figure of the demo: {file name: {path, what it shows[, neighbour agreement]}}."""
-    data, size = str(cfg.data.dataset), cfg.data.crop_size
+    """Every figure of the demo, on the probe `data`: {file name: {path, what it shows[, neighbour agreement]}}."""
+    size = cfg.data.crop_size
     made: dict[str, dict[str, Any]] = {}
     for name, enc in zip(("retrieval_learned.png", "retrieval_random.png"), encoders.values()):
         pooling = default_pooling("knn", enc)  # what the kNN row read

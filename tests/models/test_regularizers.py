@@ -106,6 +106,22 @@ def test_var_cov_weights__add_exactly_the_weighted_terms_of_the_context_means_an
     assert reg.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
 
 
+def test_reg_scale__at_one_is_bitwise_the_unscheduled_loss_and_scales_only_the_terms():
+    imgs = torch.randn(4, 3, 32, 32)
+    reg = _model(var_weight=0.5, cov_weight=0.04)
+    z = reg.encoder(imgs, MASKS_ENC)
+    base = ijepa_loss(reg._predict_from(z, MASKS_ENC, MASKS_PRED), reg.targets(imgs, MASKS_ENC, MASKS_PRED))
+    variance, covariance = variance_covariance(z.mean(dim=1))
+    # the expression the loss had before the schedule existed, Python floats and all
+    assert torch.equal(reg(imgs, MASKS_ENC, MASKS_PRED), base + 0.5 * variance + 0.04 * covariance)
+    reg.set_reg_scale(0.25)
+    scaled = reg(imgs, MASKS_ENC, MASKS_PRED)
+    assert torch.allclose(scaled, base + 0.25 * (0.5 * variance + 0.04 * covariance), atol=1e-6)
+    reg.set_reg_scale(0.0)
+    assert torch.allclose(reg(imgs, MASKS_ENC, MASKS_PRED), base, atol=1e-7)
+    assert "reg_scale" not in reg.state_dict()  # recomputed from the step on resume, never saved
+
+
 def test_options__round_trip_through_arch_and_stay_out_of_default_checkpoints():
     assert not {"target_layers", "var_weight", "cov_weight", "sigreg_weight"} & set(_model().arch())
     arch = _model(target_layers=2, var_weight=1.0, sigreg_weight=0.05).arch()

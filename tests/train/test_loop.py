@@ -13,7 +13,7 @@ from PIL import Image
 from openjepa.config import load_config
 from openjepa.core.checkpoint import list_checkpoints, load_checkpoint, safe_load
 from openjepa.models.ijepa import IJEPA
-from openjepa.train import make_optimizer, train_step
+from openjepa.train import Schedule, make_optimizer, train_step
 from openjepa.train.loop import NonFiniteLossError, RunExistsError, fit
 
 TINY = [
@@ -165,6 +165,22 @@ def test_resume__stopped_mid_epoch_then_resumed_equals_uninterrupted_bitwise(tmp
     with open(tmp_path / "part" / "metrics.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r["loss"]]
     assert steps == list(range(1, 13))
+
+
+def test_fit__regulariser_schedule_sets_each_steps_weight_scale_and_resumes_it(tmp_path, monkeypatch):
+    seen = []
+    original = IJEPA.forward
+
+    def recording(self, *args):
+        seen.append(float(self.reg_scale))
+        return original(self, *args)
+
+    monkeypatch.setattr(IJEPA, "forward", recording)
+    fading = ("optimization.var_weight=1.0", "optimization.cov_weight=0.04", "optimization.reg_final_scale=0.0")
+    fit(tiny_cfg(tmp_path / "part", *fading, "optimization.max_steps=5"), progress=False)
+    fit(tiny_cfg(tmp_path / "part", *fading), resume=True, progress=False)
+    expected = [Schedule(6, 2, 1, reg_final_scale=0.0).reg_scale(step) for step in range(1, 13)]
+    assert seen == pytest.approx(expected) and seen[0] > 0.9 and seen[-1] == 0.0
 
 
 def test_fit__non_finite_loss_stops_naming_the_step_and_the_last_checkpoint(tmp_path, monkeypatch):

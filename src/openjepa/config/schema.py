@@ -140,6 +140,9 @@ class OptimizationConfig:
     var_weight: float = 0.0
     cov_weight: float = 0.0
     sigreg_weight: float = 0.0  # LeJEPA's SIGReg on the same context means (models/regularizers.py)
+    # The three weights above times a half-cosine from 1 to this over the schedule (1.0: constant;
+    # 0.0: the terms fade out by the end, train/schedules.py)
+    reg_final_scale: float = 1.0
     max_steps: int | None = None  # stop early after this many optimizer steps
     max_minutes: float | None = None  # stop early after this much wall-clock time
     # What the lr / wd / EMA schedules follow: "steps" (the reference) or "time", the share of

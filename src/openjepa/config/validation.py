@@ -35,6 +35,7 @@ _LOWER_BOUNDS = {
     "optimization.ipe_scale": (0, True),
     "optimization.weight_decay": (0, False),
     "optimization.final_weight_decay": (0, False),
+    "optimization.reg_final_scale": (0, False),
     "optimization.eps": (0, True),
     "optimization.grad_clip": (0, True),
     "optimization.accum_steps": (1, False),

@@ -56,6 +56,8 @@ def set_fast_paths(model: IJEPA, enabled: bool) -> IJEPA:
 class IJEPA(nn.Module):
     """Context encoder + predictor (trained) and target encoder (EMA of the context encoder, frozen)."""
 
+    reg_scale: torch.Tensor  # () buffer: the regulariser schedule's multiplier (set_reg_scale)
+
     def __init__(
         self,
         encoder: VisionTransformer,
@@ -96,6 +98,10 @@ class IJEPA(nn.Module):
         self.loss_type = loss
         self.target_layers = target_layers
         self.var_weight, self.cov_weight, self.sigreg_weight = var_weight, cov_weight, sigreg_weight
+        # The regulariser schedule's multiplier on those weights (train/schedules.py). A buffer, not a
+        # float attribute, so a compiled forward reads it without recompiling; not saved (the
+        # schedule recomputes it from the step on resume).
+        self.register_buffer("reg_scale", torch.ones(()), persistent=False)
         # The plain reference-style arrangement (one predictor call per target block) for
         # baselines; the default batches every block into one call (same outputs, fewer passes).
         self.predictor_per_block = False
@@ -210,6 +216,11 @@ class IJEPA(nn.Module):
         )
 
     @torch.no_grad()
+    def set_reg_scale(self, scale: float) -> None:
+        """Set the multiplier on the anti-collapse weights for the next steps (1.0 = as configured)."""
+        self.reg_scale.fill_(scale)
+
+    @torch.no_grad()
     def targets(
         self, imgs: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor]
     ) -> torch.Tensor:
@@ -260,7 +271,9 @@ class IJEPA(nn.Module):
             means = z.mean(dim=1)  # per-image context means (nenc * B, D)
             if self.var_weight or self.cov_weight:
                 variance, covariance = variance_covariance(means)
-                loss = loss + self.var_weight * variance + self.cov_weight * covariance
+                # at scale 1 the same products in the same order as before the schedule: bitwise equal
+                scale = self.reg_scale
+                loss = loss + (scale * self.var_weight) * variance + (scale * self.cov_weight) * covariance
             if self.sigreg_weight:
-                loss = loss + self.sigreg_weight * sigreg(means)
+                loss = loss + (self.reg_scale * self.sigreg_weight) * sigreg(means)
         return loss

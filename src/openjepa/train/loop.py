@@ -153,7 +153,9 @@ def _step(run: Run, st: LoopState, micro: list) -> None:
     """One optimizer step on `micro` (accum_steps batches): train, log its row, watch for collapse, flush the log."""
     env, opt, log = run.env, run.cfg.optimization, run.cfg.logging
     st.step += 1
-    lr, wd, momentum = run.schedule.at(st.step if opt.clock == "steps" else clock_position(run, st))
+    position = st.step if opt.clock == "steps" else clock_position(run, st)
+    lr, wd, momentum = run.schedule.at(position)
+    run.model.set_reg_scale(run.schedule.reg_scale(position))
     result = train_step(
         run.net,
         run.optimizer,

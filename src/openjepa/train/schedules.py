@@ -1,4 +1,4 @@
-"""Learning-rate, weight-decay and EMA-momentum schedules as pure functions of the step.
+"""Learning-rate, weight-decay, EMA-momentum and regulariser schedules as pure functions of the step.
 
 `step` is 1-based: the value used by the step-th optimizer step, which is what the reference's
 schedulers return on their step-th `.step()` call. A resumed run therefore restores only the step.
@@ -47,6 +47,9 @@ class Schedule:
     final_weight_decay: float = 0.4
     ema: tuple[float, float] = (0.996, 1.0)
     ipe_scale: float = 1.0
+    # Not in the reference: the anti-collapse terms' weights are scaled by a half-cosine from 1 to
+    # this (weight decay's shape), so a run can lean on them early and drop them late (1.0: constant).
+    reg_final_scale: float = 1.0
 
     @property
     def warmup_steps(self) -> int:
@@ -73,6 +76,13 @@ class Schedule:
         denom = self.iterations_per_epoch * self.epochs * self.ipe_scale
         i = min(step - 1, int(denom))
         return self.ema[0] + i * (self.ema[1] - self.ema[0]) / denom
+
+    def reg_scale(self, step: int) -> float:
+        """Multiplier on the variance / covariance / SIGReg weights for the step-th (1-based) step."""
+        if self.reg_final_scale == 1.0:
+            return 1.0
+        # held at the final value past the end (ipe_scale < 1), where weight decay's cosine turns back
+        return cosine_weight_decay(min(step, self.total_steps), self.total_steps, 1.0, self.reg_final_scale)
 
     def at(self, step: int) -> tuple[float, float, float]:
         """(lr, weight decay, momentum) for the step-th (1-based) step."""

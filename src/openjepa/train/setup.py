@@ -177,6 +177,7 @@ def _schedule(cfg: Config, env: DistEnv, n_images: int) -> tuple[Schedule, int, 
         o.final_weight_decay,
         (o.ema[0], o.ema[1]),
         o.ipe_scale,
+        o.reg_final_scale,
     )
     total_steps = ipe * o.epochs if o.max_steps is None else min(ipe * o.epochs, o.max_steps)
     if env.distributed and env.is_main:
